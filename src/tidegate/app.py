@@ -1,0 +1,220 @@
+"""The ASGI application: routing, client keys, the shared HTTP client and request logging.
+
+`create_app(config)` returns a `Gateway`. Its lifespan owns the one pooled aiohttp session of
+the process. Each request gets a `RequestContext`; the route's handler does the work; any
+`GatewayError` raised before the response began is rendered here, in the route's own error
+shape; and exactly one access-log line is written when the request ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
+
+import aiohttp
+
+from tidegate import __version__
+from tidegate.asgi import DisconnectWatcher, Receive, Request, Scope, Send, send_bytes
+from tidegate.config import Config
+from tidegate.context import CLIENT_CLOSED, RequestContext
+from tidegate.endpoints import health, openai_chat, stream_ask
+from tidegate.errors import (
+    GatewayError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+    UnknownModel,
+)
+from tidegate.logs import log, write_access
+from tidegate.providers import Provider, provider_class
+from tidegate.redact import Redactor
+
+Handler = Callable[["Gateway", RequestContext, Request, Send], Awaitable[None]]
+ErrorRenderer = Callable[[GatewayError], bytes]
+
+
+class Route(NamedTuple):
+    """A handler, the error shape of its endpoint, and whether it needs a client key."""
+
+    handler: Handler
+    render_error: ErrorRenderer
+    needs_key: bool = True
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+class Gateway:
+    """The tidegate ASGI application for one validated configuration."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.redact = Redactor(config.secrets())
+        self._deployments: dict[str, list[Provider]] = {}
+        for model in config.models:
+            self._deployments.setdefault(model.name, []).append(
+                provider_class(model.provider)(model)
+            )
+        self.stream_ask_model = config.stream_ask.model or config.models[0].name
+        self._keys = [k.get_secret_value().encode() for k in config.auth.api_keys]
+        self.max_body = config.limits.max_body_bytes
+        self.session: aiohttp.ClientSession | None = None
+        self._routes: dict[str, dict[str, Route]] = {
+            "/stream-ask": {"POST": Route(stream_ask.handle, stream_ask.render_error)},
+            "/v1/chat/completions": {
+                "POST": Route(openai_chat.handle_chat, openai_chat.render_error)
+            },
+            "/v1/models": {"GET": Route(openai_chat.handle_models, openai_chat.render_error)},
+            "/healthz": {"GET": Route(health.healthz, health.render_error, needs_key=False)},
+            "/readyz": {"GET": Route(health.readyz, health.render_error, needs_key=False)},
+        }
+
+    # -- models ----------------------------------------------------------------------------
+
+    def deployments(self, name: str) -> list[Provider]:
+        """Every deployment configured under a model name; 404 if there is none."""
+        found = self._deployments.get(name)
+        if not found:
+            raise UnknownModel(name, list(self._deployments))
+        return found
+
+    def deployment(self, name: str) -> Provider:
+        """The deployment that serves a model name."""
+        return self.deployments(name)[0]
+
+    def note_dropped(self, ctx: RequestContext, dropped: list[str]) -> None:
+        """Name the request fields the upstream cannot carry, in a header and the log."""
+        if dropped:
+            ctx.dropped = dropped
+            ctx.headers_out.append((b"x-tidegate-dropped-fields", ", ".join(dropped).encode()))
+
+    @property
+    def ready(self) -> bool:
+        """True once the HTTP client is up and until shutdown begins."""
+        return self.session is not None and not self.session.closed
+
+    # -- lifespan ---------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Create the process's pooled upstream HTTP client."""
+        http = self.config.http
+        connector = aiohttp.TCPConnector(
+            limit=http.pool_size,
+            limit_per_host=0,
+            keepalive_timeout=http.keepalive_seconds,
+            ttl_dns_cache=300,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            headers={"User-Agent": f"tidegate/{__version__}"},
+            raise_for_status=False,
+        )
+
+    async def shutdown(self) -> None:
+        """Close the HTTP client and its pooled connections."""
+        if self.session is not None:
+            await self.session.close()
+
+    # -- ASGI -------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope)
+        incoming = request.headers.get("x-request-id", "")
+        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(12)
+        ctx = RequestContext(request_id, request.path, self.session, self.redact)
+        methods = self._routes.get(request.path)
+        route = methods.get(request.method) if methods else None
+        render = route.render_error if route else health.render_error
+        watcher: DisconnectWatcher | None = None
+        try:
+            if methods is None:
+                raise NotFound(f"no route for {request.path}")
+            if route is None:
+                raise MethodNotAllowed(f"{request.path} accepts {', '.join(methods)}")
+            if route.needs_key and self._keys and not self._authorized(request):
+                raise Unauthorized(
+                    "missing or unknown client key; send it as 'Authorization: Bearer <key>'"
+                )
+            if request.method == "POST":
+                await request.read_body(receive, self.max_body)
+            watcher = DisconnectWatcher(receive)
+            await route.handler(self, ctx, request, send)
+        except GatewayError as err:
+            await self._send_error(ctx, err, render, send)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if watcher is None or not watcher.disconnected or task is None or task.uncancel():
+                ctx.status = CLIENT_CLOSED
+                raise
+            ctx.status = CLIENT_CLOSED
+            ctx.error_code = "client_closed"
+        except Exception as exc:
+            log.exception("unhandled error in %s", request.path)
+            await self._send_error(
+                ctx, InternalError(f"internal error: {type(exc).__name__}"), render, send
+            )
+        finally:
+            if watcher is not None:
+                watcher.done()
+            write_access(ctx.log_fields(), self.redact)
+
+    async def _send_error(
+        self, ctx: RequestContext, err: GatewayError, render: ErrorRenderer, send: Send
+    ) -> None:
+        ctx.error_code = err.code
+        if ctx.committed:
+            return  # the relay already ended the stream with an in-band error
+        ctx.status = err.status
+        err.message = self.redact(err.message)
+        headers = list(ctx.headers_out)
+        if err.retry_after is not None:
+            headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
+        if err.status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send_bytes(send, err.status, render(err), headers=headers)
+
+    def _authorized(self, request: Request) -> bool:
+        headers = request.headers
+        given = headers.get("authorization", "")
+        if given[:7].lower() == "bearer ":
+            given = given[7:].strip()
+        given = given or headers.get("x-api-key") or headers.get("x-goog-api-key") or ""
+        if not given and request.query_string:
+            given = request.query.get("key", "")
+        if not given:
+            return False
+        candidate = given.encode()
+        return any(hmac.compare_digest(candidate, key) for key in self._keys)
+
+
+def create_app(config: Config) -> Gateway:
+    """The ASGI application for a validated configuration."""
+    return Gateway(config)

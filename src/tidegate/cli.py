@@ -1,0 +1,123 @@
+"""The `tidegate` command: `serve` runs the gateway, `check` validates a configuration."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+import sys
+from collections.abc import Sequence
+
+from tidegate import __version__
+from tidegate.config import Config, load_config, mask, read_environment
+from tidegate.errors import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit status."""
+    parser = argparse.ArgumentParser(prog="tidegate", description="A streaming LLM gateway.")
+    parser.add_argument("--version", action="version", version=f"tidegate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    _config_arguments(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks one)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="allow a non-loopback address without client keys (auth.api_keys)",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    check = commands.add_parser("check", help="validate a configuration and print its models")
+    _config_arguments(check)
+
+    args = parser.parse_args(argv)
+    env = read_environment(args.env_file)
+    try:
+        config = load_config(args.config, env)
+    except ConfigError as exc:
+        print(f"tidegate: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check":
+        print(describe(config))
+        return 0
+    return _serve(args, config)
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (default: $TIDEGATE_CONFIG)")
+    parser.add_argument("--env-file", default=".env", help="dotenv file to load (default .env)")
+
+
+def describe(config: Config) -> str:
+    """A human summary of a configuration, secrets masked."""
+    lines = [f"config: {config.source}", "models:"]
+    for m in config.models:
+        lines.append(f"  - {m.name}: provider={m.provider}")
+        if m.base_url:
+            lines.append(f"      base_url: {m.base_url}")
+        if m.provider != "demo":
+            lines.append(f"      upstream model: {m.workspace or m.upstream_model}")
+            lines.append(f"      api_key: {mask(m.api_key)}")
+        for header, value in m.headers.items():
+            lines.append(f"      header {header}: {mask(value)}")
+        t = m.timeouts
+        lines.append(
+            f"      timeouts: connect={t.connect:g}s first_byte={t.first_byte:g}s "
+            f"idle={t.idle:g}s total={t.total:g}s"
+        )
+    lines.append(f"stream_ask.model: {config.stream_ask.model or config.models[0].name}")
+    keys = config.auth.api_keys
+    lines.append(f"client keys: {len(keys)}" if keys else "client keys: none (no auth)")
+    lines.append("ok")
+    return "\n".join(lines)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    if not _is_loopback(args.host) and not config.auth.api_keys and not args.allow_unauthenticated:
+        print(
+            f"tidegate: refusing to serve {args.host} without client keys: set auth.api_keys "
+            "in the config (or TIDEGATE_API_KEY), or pass --allow-unauthenticated",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    if args.workers < 1:
+        print("tidegate: --workers must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        sock = _bind(args.host, args.port)
+    except OSError as exc:
+        print(
+            f"tidegate: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr
+        )
+        return 1
+    from tidegate.server import serve
+
+    return serve(config, sock, args)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""Configuration: the models file, `${ENV}` substitution and `.env`, validated once at start-up.
+
+This is the only module that reads the environment. `load_config` returns a frozen `Config` or
+raises `ConfigError` naming the field (as a path such as `models[1].api_key`) and the fix.
+
+Where the configuration comes from, in order:
+1. a YAML file (`--config` or `TIDEGATE_CONFIG`);
+2. without one, the seed's variables `ANYTHINGLLM_BASE_URL`, `ANYTHINGLLM_API_KEY` and
+   `ANYTHINGLLM_WORKSPACE_SLUG` define a model `anythingllm`;
+3. with nothing at all, a built-in model `demo` streams a labelled sample answer.
+Variables come from the process environment, then from `.env` (the environment wins).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from dotenv import dotenv_values
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from tidegate.errors import ConfigError
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-([^}]*))?\}")
+_SEED_VARS = ("ANYTHINGLLM_BASE_URL", "ANYTHINGLLM_API_KEY", "ANYTHINGLLM_WORKSPACE_SLUG")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Timeouts(_Frozen):
+    """Seconds each phase of an upstream call may take; each is named for what it bounds."""
+
+    connect: PositiveFloat = 5.0
+    first_byte: PositiveFloat = 60.0
+    idle: PositiveFloat = 60.0
+    total: PositiveFloat = 600.0
+
+
+class ModelConfig(_Frozen):
+    """One `models:` entry: a name clients ask for and the upstream that serves it."""
+
+    name: str = Field(min_length=1)
+    provider: str
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str | None = None
+    workspace: str | None = None
+    mode: Literal["chat", "query", "automatic"] | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    timeouts: Timeouts = Timeouts()
+    pace: float = Field(default=0.04, ge=0, le=10)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_plain(cls, v: str) -> str:
+        if v != v.strip() or any(c in v for c in "\r\n\t"):
+            raise ValueError("must not contain surrounding spaces or control characters")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _url_is_http(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{v!r} is not an http(s) URL such as https://api.example.com/v1")
+        return v.rstrip("/")
+
+    @property
+    def upstream_model(self) -> str:
+        """The model id sent upstream (defaults to the client-facing name)."""
+        return self.model or self.name
+
+
+class StreamAskConfig(_Frozen):
+    """Settings of the `/stream-ask` endpoint."""
+
+    model: str | None = None
+
+
+class AuthConfig(_Frozen):
+    """Client keys; when any is set, every endpoint but the health checks requires one."""
+
+    api_keys: tuple[SecretStr, ...] = ()
+
+
+class LimitsConfig(_Frozen):
+    """Bounds on what a client may send."""
+
+    max_body_bytes: PositiveInt = 10 * 1024 * 1024
+
+
+class HttpConfig(_Frozen):
+    """The pooled upstream HTTP client."""
+
+    pool_size: PositiveInt = 512
+    keepalive_seconds: PositiveFloat = 30.0
+
+
+class Config(_Frozen):
+    """The validated configuration of one gateway process."""
+
+    models: tuple[ModelConfig, ...] = Field(min_length=1)
+    stream_ask: StreamAskConfig = StreamAskConfig()
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+    http: HttpConfig = HttpConfig()
+    source: str = "built-in"
+
+    def model_names(self) -> list[str]:
+        """Client-facing model names, each once, in file order."""
+        return list(dict.fromkeys(m.name for m in self.models))
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the configuration, for redaction."""
+        values = [m.api_key.get_secret_value() for m in self.models if m.api_key]
+        values += [h.get_secret_value() for m in self.models for h in m.headers.values()]
+        values += [k.get_secret_value() for k in self.auth.api_keys]
+        return [v for v in values if len(v) >= 4]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def read_environment(env_file: str | Path | None = ".env") -> dict[str, str]:
+    """The process environment over the values of `env_file` (missing file: environment only)."""
+    values: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    values.update(os.environ)
+    return values
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str]) -> Config:
+    """Build the configuration from a YAML file (or the environment alone) and validate it."""
+    if path is None and env.get("TIDEGATE_CONFIG"):
+        path = env["TIDEGATE_CONFIG"]
+    if path is not None:
+        raw = _read_yaml(Path(path))
+        raw = _substitute(raw, env, "")
+        raw.setdefault("source", str(path))
+    else:
+        raw = _config_from_environment(env)
+    config = _validate(raw)
+    _check_semantics(config)
+    return config
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "--config", f"file {str(path)!r} does not exist", "check the path"
+        ) from None
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {str(path)!r}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(str(path), f"invalid YAML{where}", "fix the syntax") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "the top level must be a mapping with a `models:` list")
+    return data
+
+
+def _substitute(value: Any, env: Mapping[str, str], where: str) -> Any:
+    if isinstance(value, str):
+        return _substitute_string(value, env, where)
+    if isinstance(value, list):
+        return [_substitute(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {
+            k: _substitute(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()
+        }
+    return value
+
+
+def _substitute_string(text: str, env: Mapping[str, str], where: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, has_default, default = match.group(1), match.group(2), match.group(3)
+        value = env.get(name)
+        if value is None or (value == "" and has_default and has_default.startswith(":")):
+            if has_default is None:
+                raise ConfigError(
+                    where,
+                    f"environment variable {name} is not set",
+                    f"set {name} in the environment or in .env, "
+                    f"or give a default with ${{{name}:-value}}",
+                )
+            return default or ""
+        return value
+
+    return _ENV_REF.sub(replace, text)
+
+
+def _config_from_environment(env: Mapping[str, str]) -> dict[str, Any]:
+    present = [name for name in _SEED_VARS if env.get(name)]
+    raw: dict[str, Any] = {"source": "environment"}
+    if present:
+        missing = [name for name in _SEED_VARS if name not in present]
+        if missing:
+            raise ConfigError(
+                missing[0],
+                f"{', '.join(present)} set but {', '.join(missing)} missing",
+                "set all three ANYTHINGLLM_* variables, or write a config file",
+            )
+        raw["models"] = [
+            {
+                "name": "anythingllm",
+                "provider": "anythingllm",
+                "base_url": env["ANYTHINGLLM_BASE_URL"],
+                "api_key": env["ANYTHINGLLM_API_KEY"],
+                "workspace": env["ANYTHINGLLM_WORKSPACE_SLUG"],
+            }
+        ]
+        raw["stream_ask"] = {"model": "anythingllm"}
+    else:
+        raw["models"] = [{"name": "demo", "provider": "demo"}]
+        raw["source"] = "built-in demo"
+    if env.get("TIDEGATE_API_KEY"):
+        raw["auth"] = {"api_keys": [env["TIDEGATE_API_KEY"]]}
+    return raw
+
+
+def _validate(raw: dict[str, Any]) -> Config:
+    auth = raw.get("auth")
+    if isinstance(auth, dict) and isinstance(auth.get("api_keys"), list):
+        # `${KEY:-}` expands to "": an optional key that is not set is no key at all.
+        auth["api_keys"] = [k for k in auth["api_keys"] if k != ""]
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = _path(first["loc"])
+        kind = first["type"]
+        if kind == "extra_forbidden":
+            raise ConfigError(field, "unknown setting", _did_you_mean(first["loc"])) from None
+        if kind == "missing":
+            raise ConfigError(field, "is required", "add it to the config file") from None
+        raise ConfigError(field, first["msg"]) from None
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    import difflib
+
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(str(part))
+        annotation = getattr(info, "annotation", None) if info else None
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            break
+        model = nested[0]
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"known settings here: {', '.join(known)}"
+
+
+def _check_semantics(config: Config) -> None:
+    from tidegate.providers import provider_class, provider_names
+
+    for i, m in enumerate(config.models):
+        where = f"models[{i}]"
+        try:
+            cls = provider_class(m.provider)
+        except KeyError:
+            raise ConfigError(
+                f"{where}.provider",
+                f"unknown provider {m.provider!r}",
+                f"use one of: {', '.join(provider_names())}",
+            ) from None
+        for field, problem, fix in cls.check_config(m):
+            raise ConfigError(f"{where}.{field}", problem, fix)
+    names = config.model_names()
+    if config.stream_ask.model is not None and config.stream_ask.model not in names:
+        raise ConfigError(
+            "stream_ask.model",
+            f"names {config.stream_ask.model!r}, which no models: entry defines",
+            f"use one of: {', '.join(names)}",
+        )
+
+
+def mask(secret: SecretStr | str | None) -> str:
+    """A secret as `check` prints it: never more than its last four characters."""
+    if secret is None:
+        return "(not set)"
+    value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+    if len(value) >= 16:
+        return f"****{value[-4:]} ({len(value)} chars)"
+    return f"**** ({len(value)} chars)"

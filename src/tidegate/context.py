@@ -1,0 +1,98 @@
+"""Per-request state: what the request was, what happened, and the one log line it becomes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+
+from tidegate.events import Usage
+from tidegate.redact import Redactor
+
+CLIENT_CLOSED = 499  # nginx's "client closed request"
+
+
+class RequestContext:
+    """Everything known about one request, filled in as it proceeds."""
+
+    __slots__ = (
+        "committed",
+        "dropped",
+        "endpoint",
+        "error_code",
+        "finish_reason",
+        "first_byte_at",
+        "headers_out",
+        "model",
+        "redactor",
+        "request_id",
+        "session",
+        "start",
+        "status",
+        "stream",
+        "upstream",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        request_id: str,
+        endpoint: str,
+        session: aiohttp.ClientSession | None,
+        redactor: Redactor | None = None,
+    ):
+        self.request_id = request_id
+        self.redactor = redactor or Redactor(())
+        self.endpoint = endpoint
+        self.session = session
+        self.start = time.perf_counter()
+        self.first_byte_at: float | None = None
+        self.committed = False
+        self.model: str | None = None
+        self.upstream: str | None = None
+        self.stream = False
+        self.status = 0
+        self.error_code: str | None = None
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.dropped: list[str] = []
+        self.headers_out: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
+
+    def redact(self, text: str) -> str:
+        """`text` without any configured secret."""
+        return self.redactor(text)
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        """`data` without any configured secret."""
+        return self.redactor.bytes(data)
+
+    def mark_first_byte(self) -> None:
+        """The response's first byte is about to leave."""
+        if self.first_byte_at is None:
+            self.first_byte_at = time.perf_counter()
+
+    def log_fields(self) -> dict[str, Any]:
+        """The structured access-log record of this request."""
+        now = time.perf_counter()
+        ttfb = self.first_byte_at - self.start if self.first_byte_at is not None else None
+        usage = self.usage
+        fields: dict[str, Any] = {
+            "request_id": self.request_id,
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "upstream": self.upstream,
+            "stream": self.stream,
+            "status": self.status,
+            "ttfb_ms": round(ttfb * 1000, 2) if ttfb is not None else None,
+            "duration_ms": round((now - self.start) * 1000, 2),
+            "tokens_in": usage.input_tokens if usage else None,
+            "tokens_out": usage.output_tokens if usage else None,
+        }
+        if self.finish_reason:
+            fields["finish_reason"] = self.finish_reason
+        if self.error_code:
+            fields["error"] = self.error_code
+        if self.dropped:
+            fields["dropped"] = self.dropped
+        return fields

@@ -1,0 +1,1 @@
+"""Inbound APIs, one module per wire format the gateway serves."""

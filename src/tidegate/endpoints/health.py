@@ -1,0 +1,33 @@
+"""`GET /healthz` (the process is alive) and `GET /readyz` (config loaded, client pool up)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+
+from tidegate.asgi import Request, Send, send_bytes
+from tidegate.context import RequestContext
+from tidegate.errors import GatewayError
+
+if TYPE_CHECKING:
+    from tidegate.app import Gateway
+
+
+async def healthz(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> None:
+    """Always 200 while the process serves requests."""
+    ctx.status = 200
+    await send_bytes(send, 200, b'{"status":"ok"}', headers=ctx.headers_out)
+
+
+async def readyz(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> None:
+    """200 once the configuration is loaded and the upstream client pool is open, else 503."""
+    ready = gw.ready
+    ctx.status = 200 if ready else 503
+    body = {"status": "ready" if ready else "not ready", "models": len(gw.config.model_names())}
+    await send_bytes(send, ctx.status, orjson.dumps(body), headers=ctx.headers_out)
+
+
+def render_error(err: GatewayError) -> bytes:
+    """The error body of routes that belong to no particular API."""
+    return orjson.dumps({"error": {"message": err.message, "code": err.code}})

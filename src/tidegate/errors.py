@@ -1,0 +1,218 @@
+"""The one error tree of tidegate.
+
+Every failure inside the gateway is one of these classes. Lower-level errors (aiohttp, JSON,
+OS errors) are translated into it in one place, `upstream_error_from_exception`, and each
+endpoint renders a `GatewayError` in its own wire format in one function of its own.
+
+```
+GatewayError                          status  code
+├── ClientError                       4xx
+│   ├── InvalidRequest                400     invalid_request
+│   ├── Unauthorized                  401     unauthorized
+│   ├── UnknownModel                  404     model_not_found
+│   ├── NotFound                      404     not_found
+│   ├── MethodNotAllowed              405     method_not_allowed
+│   ├── PayloadTooLarge               413     payload_too_large
+│   └── RateLimited                   429     rate_limited
+├── UpstreamError                     502/504
+│   ├── UpstreamTimeout               504     upstream_timeout (connect|first_byte|idle|total)
+│   ├── UpstreamNetworkError          502     upstream_unreachable / upstream_disconnected
+│   ├── UpstreamProtocolError         502     upstream_protocol_error (malformed, truncated)
+│   └── UpstreamStatusError           by upstream status (see below)
+├── InternalError                     500     internal_error
+└── ConfigError                       start-up only: names the field and the fix
+```
+
+An upstream HTTP error keeps the upstream's status and message (with secrets redacted by the
+caller) and maps to the client status a user can act on: the client's own mistakes (400, 404
+of a request field, 413, 422) stay client errors, the gateway's credentials being refused
+(401, 403) and server faults (5xx) become 502, and a 429 stays 429 with its Retry-After.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    """A failure with an HTTP status and a stable machine-readable code."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the client should wait before retrying, when known."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, code={self.code!r}, status={self.status})"
+
+
+class ClientError(GatewayError):
+    """The request itself cannot be served as sent."""
+
+    status = 400
+    code = "invalid_request"
+
+
+class InvalidRequest(ClientError):
+    """The body or a parameter is malformed or out of range; the message names the field."""
+
+
+class Unauthorized(ClientError):
+    """No client key, or one the gateway does not know."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class UnknownModel(ClientError):
+    """The request names a model that no `models:` entry defines."""
+
+    status = 404
+    code = "model_not_found"
+
+    def __init__(self, model: str, known: list[str]):
+        names = ", ".join(known) if known else "none"
+        super().__init__(f"unknown model {model!r}; configured models: {names}")
+        self.model = model
+
+
+class NotFound(ClientError):
+    """No route for this path."""
+
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ClientError):
+    """The path exists, the method does not."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(ClientError):
+    """The request body is larger than `limits.max_body_bytes`."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class RateLimited(ClientError):
+    """Too many requests; `retry_after` says when to come back."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, code: str | None = None):
+        super().__init__(message, code=code)
+        self._retry_after = retry_after
+
+    @property
+    def retry_after(self) -> float | None:
+        return self._retry_after
+
+
+class UpstreamError(GatewayError):
+    """The upstream failed: unreachable, too slow, malformed, or answered with an error."""
+
+    status = 502
+    code = "upstream_error"
+    upstream_status: int | None = None
+
+
+class UpstreamTimeout(UpstreamError):
+    """A named deadline passed: `connect`, `first_byte`, `idle` (gap between chunks) or `total`."""
+
+    status = 504
+    code = "upstream_timeout"
+
+    def __init__(self, phase: str, seconds: float):
+        super().__init__(f"upstream {phase.replace('_', ' ')} timeout after {seconds:g}s")
+        self.phase = phase
+        self.seconds = seconds
+
+
+class UpstreamNetworkError(UpstreamError):
+    """The connection could not be made, or broke while the answer was streaming."""
+
+    code = "upstream_unreachable"
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream sent data that is not its documented format, or stopped without its end."""
+
+    code = "upstream_protocol_error"
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with an error status or an error event; its status and message kept."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int,
+        upstream_type: str | None = None,
+        retry_after: float | None = None,
+    ):
+        status, code = _client_status_for(upstream_status)
+        super().__init__(message, code=code, status=status)
+        self.upstream_status = upstream_status
+        self.upstream_type = upstream_type
+        self._retry_after = retry_after
+
+    @property
+    def retry_after(self) -> float | None:
+        return self._retry_after
+
+
+class InternalError(GatewayError):
+    """A bug or a broken invariant inside the gateway."""
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. The message names the field and the fix."""
+
+    def __init__(self, field: str, problem: str, fix: str | None = None):
+        text = f"{field}: {problem}" if field else problem
+        if fix:
+            text += f" ({fix})"
+        super().__init__(text)
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+
+
+def _client_status_for(upstream_status: int) -> tuple[int, str]:
+    if upstream_status in (400, 422):
+        return 400, "upstream_invalid_request"
+    if upstream_status == 413:
+        return 413, "upstream_payload_too_large"
+    if upstream_status == 429:
+        return 429, "upstream_rate_limited"
+    if upstream_status in (401, 403):
+        return 502, "upstream_auth_failed"
+    if upstream_status == 404:
+        return 502, "upstream_not_found"
+    if upstream_status in (408, 504):
+        return 504, "upstream_timeout"
+    return 502, "upstream_error"
+
+
+def error_fields(err: GatewayError) -> dict[str, Any]:
+    """The fields every rendering of an error shares: message, code, and upstream status if any."""
+    fields: dict[str, Any] = {"message": err.message, "code": err.code}
+    if isinstance(err, UpstreamError) and err.upstream_status is not None:
+        fields["upstream_status"] = err.upstream_status
+    return fields

@@ -1,0 +1,28 @@
+"""Upstream adapters, one module per wire format, registered by their `provider:` name.
+
+Adding a provider: write a `Provider` subclass in its own module and add it to `_REGISTRY`.
+"""
+
+from __future__ import annotations
+
+from tidegate.providers.anythingllm import AnythingLLMProvider
+from tidegate.providers.base import Provider
+from tidegate.providers.demo import DemoProvider
+from tidegate.providers.openai import OpenAIProvider
+
+_REGISTRY: dict[str, type[Provider]] = {
+    cls.name: cls for cls in (OpenAIProvider, AnythingLLMProvider, DemoProvider)
+}
+
+
+def provider_class(name: str) -> type[Provider]:
+    """The adapter class registered as `name`; `KeyError` if there is none."""
+    return _REGISTRY[name]
+
+
+def provider_names() -> list[str]:
+    """Every registered provider name."""
+    return sorted(_REGISTRY)
+
+
+__all__ = ["Provider", "provider_class", "provider_names"]

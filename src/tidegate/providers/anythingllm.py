@@ -1,0 +1,238 @@
+"""AnythingLLM workspaces: `POST /api/v1/workspace/{slug}/stream-chat` and `/chat`.
+
+The stream is `data: <json>` events without names and without a `[DONE]`; the chunk `type`
+says what each is (AnythingLLM server, `server/utils/helpers/chat/responses.js`):
+`textResponseChunk` carries text (the one with `close: true` and empty text marks the end of
+generation); `finalizeResponseStream` ends a successful stream and carries the `sources` and
+the token `metrics`; `abort` reports a failure (its key is `uuid` or `id`); `textResponse` is a
+whole answer (query-mode refusal, reset) after which nothing follows. `error` is `false`,
+`null` or a message.
+
+A workspace keeps the conversation itself (per `sessionId`), so only the last user message is
+sent: earlier turns, system prompts and sampling settings cannot be carried and are reported
+as dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tidegate.config import ModelConfig
+from tidegate.errors import UpstreamError, UpstreamStatusError
+from tidegate.events import (
+    ChatRequest,
+    Completion,
+    Event,
+    Finish,
+    Sources,
+    StreamError,
+    TextDelta,
+    Usage,
+    UsageUpdate,
+)
+from tidegate.providers.base import (
+    ConfigProblem,
+    Provider,
+    StreamParser,
+    UpstreamCall,
+    loads_object,
+)
+from tidegate.sse import SSEDecoder
+
+
+class AnythingLLMProvider(Provider):
+    """An AnythingLLM workspace, reached through its developer API."""
+
+    name = "anythingllm"
+    wire_format = "anythingllm"
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        root = config.base_url or ""
+        for suffix in ("/api/v1", "/api"):
+            if root.endswith(suffix):
+                root = root[: -len(suffix)]
+                break
+        base = f"{root}/api/v1/workspace/{config.workspace}"
+        self.stream_url = base + "/stream-chat"
+        self.chat_url = base + "/chat"
+        key = config.api_key.get_secret_value() if config.api_key else ""
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        headers.update({k: v.get_secret_value() for k, v in config.headers.items()})
+        self._headers = headers
+        self._stream_headers = {
+            **headers,
+            "Accept": "text/event-stream",
+            "Accept-Encoding": "identity",
+        }
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> list[ConfigProblem]:
+        problems: list[ConfigProblem] = []
+        if not config.base_url:
+            problems.append(
+                ("base_url", "is required", "the AnythingLLM server, e.g. http://host:3001")
+            )
+        if config.api_key is None or not config.api_key.get_secret_value():
+            problems.append(
+                ("api_key", "is required", "create one in AnythingLLM: Settings > API Keys")
+            )
+        if not config.workspace:
+            problems.append(("workspace", "is required", "the workspace slug shown in its URL"))
+        return problems
+
+    @property
+    def label(self) -> str:
+        return f"{self.config.name}@anythingllm/{self.config.workspace}"
+
+    def build_call(self, request: ChatRequest) -> UpstreamCall:
+        dropped = _dropped_fields(request)
+        body: dict[str, Any] = {
+            "message": request.last_user_text(),
+            "mode": request.mode or self.config.mode or "chat",
+        }
+        if request.session_id:
+            body["sessionId"] = request.session_id
+        attachments = _attachments(request)
+        if attachments:
+            body["attachments"] = attachments
+        if request.stream:
+            return UpstreamCall(
+                self.stream_url,
+                orjson.dumps(body),
+                self._stream_headers,
+                stream=True,
+                dropped=dropped,
+            )
+        return UpstreamCall(
+            self.chat_url, orjson.dumps(body), self._headers, stream=False, dropped=dropped
+        )
+
+    def stream_parser(self, *, side: bool = False) -> StreamParser:
+        return AnythingLLMStreamParser()
+
+    def parse_completion(self, body: bytes) -> Completion:
+        data = loads_object(body, "chat response")
+        failure = _failure(data)
+        if failure is not None:
+            raise failure
+        metrics = data.get("metrics")
+        return Completion(
+            text=str(data.get("textResponse") or ""),
+            finish_reason="stop",
+            usage=_usage(metrics) if isinstance(metrics, dict) else None,
+            sources=_list_of_dicts(data.get("sources")),
+            upstream_id=str(data.get("id") or data.get("uuid") or "") or None,
+        )
+
+
+def _dropped_fields(request: ChatRequest) -> list[str]:
+    dropped: list[str] = []
+    last_user = max((i for i, m in enumerate(request.messages) if m.role == "user"), default=-1)
+    if any(m.role == "system" for m in request.messages):
+        dropped.append("system")
+    if any(m.role != "system" for m in request.messages[:last_user]):
+        dropped.append("messages (history before the last user message)")
+    for name in ("max_tokens", "temperature", "top_p", "reasoning_effort", "reasoning_budget"):
+        if getattr(request, name) is not None:
+            dropped.append(name)
+    if request.stop:
+        dropped.append("stop")
+    if request.tools:
+        dropped.append("tools")
+    if request.json_mode or request.json_schema is not None:
+        dropped.append("response_format")
+    return dropped
+
+
+def _attachments(request: ChatRequest) -> list[dict[str, str]]:
+    for message in reversed(request.messages):
+        if message.role != "user":
+            continue
+        out = []
+        for i, part in enumerate(message.content):
+            if part.type == "image" and part.data:
+                mime = part.media_type or "image/png"
+                out.append(
+                    {
+                        "name": f"image-{i}.{mime.split('/')[-1]}",
+                        "mime": mime,
+                        "contentString": f"data:{mime};base64,{part.data}",
+                    }
+                )
+        return out
+    return []
+
+
+def _usage(metrics: dict[str, Any]) -> Usage:
+    return Usage(
+        input_tokens=int(metrics.get("prompt_tokens") or 0),
+        output_tokens=int(metrics.get("completion_tokens") or 0),
+    )
+
+
+def _list_of_dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _failure(data: dict[str, Any]) -> UpstreamError | None:
+    error = data.get("error")
+    if data.get("type") == "abort" or (isinstance(error, str) and error):
+        message = error if isinstance(error, str) and error else "AnythingLLM aborted the chat"
+        return UpstreamStatusError(message, upstream_status=500, upstream_type="abort")
+    return None
+
+
+class AnythingLLMStreamParser(StreamParser):
+    """AnythingLLM stream-chat chunks to canonical events."""
+
+    __slots__ = ("_decoder", "done", "started")
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self.started = False
+        self.done = False
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        out: list[Event] = []
+        for sse in self._decoder.decode(chunk):
+            if self.done:
+                break
+            self._event(loads_object(sse.data, "stream-chat chunk"), out)
+        return out
+
+    def _event(self, data: dict[str, Any], out: list[Event]) -> None:
+        failure = _failure(data)
+        if failure is not None:
+            self.done = True
+            out.append(StreamError(failure))
+            return
+        kind = data.get("type")
+        self.started = True
+        if kind == "textResponseChunk":
+            text = data.get("textResponse")
+            if text:
+                out.append(TextDelta(str(text)))
+            if data.get("close") and not text:
+                out.append(Finish("stop"))
+        elif kind == "finalizeResponseStream":
+            self.done = True
+            sources = _list_of_dicts(data.get("sources"))
+            if sources:
+                out.append(Sources(sources))
+            metrics = data.get("metrics")
+            if isinstance(metrics, dict):
+                out.append(UsageUpdate(_usage(metrics)))
+        elif kind == "textResponse":
+            # A whole answer (query-mode refusal, reset); nothing follows it.
+            self.done = True
+            text = data.get("textResponse")
+            if text:
+                out.append(TextDelta(str(text)))
+            sources = _list_of_dicts(data.get("sources"))
+            if sources:
+                out.append(Sources(sources))
+            out.append(Finish("stop"))
+        # Agent-path chunks (agentThought, fileDownload, usageMetrics) carry no answer text.

@@ -1,0 +1,320 @@
+"""What every upstream adapter provides, and the HTTP plumbing they share.
+
+A `Provider` is one configured deployment (a `models:` entry) of one wire format. It builds
+the upstream call for a canonical request (or for a same-format pass-through body), opens it,
+and hands back a `StreamParser` that turns the upstream's bytes into canonical events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from tidegate.config import ModelConfig
+from tidegate.errors import (
+    UpstreamError,
+    UpstreamNetworkError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from tidegate.events import ChatRequest, Completion, Event
+
+ConfigProblem = tuple[str, str, str | None]  # (field, problem, fix)
+
+
+class UpstreamCall:
+    """One HTTP request to send upstream, and the request fields it could not carry."""
+
+    __slots__ = ("body", "dropped", "headers", "method", "stream", "url")
+
+    def __init__(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        stream: bool,
+        method: str = "POST",
+        dropped: list[str] | None = None,
+    ):
+        self.url = url
+        self.body = body
+        self.headers = headers
+        self.stream = stream
+        self.method = method
+        self.dropped = dropped or []
+
+
+class UpstreamResponse(ABC):
+    """An open upstream response: a status, then the body read chunk by chunk."""
+
+    status: int
+    content_type: str
+    retry_after: float | None = None
+
+    @abstractmethod
+    async def read_chunk(self) -> bytes:
+        """The next bytes as they arrived; `b""` at the end of the body."""
+
+    @abstractmethod
+    async def read_body(self, limit: int) -> bytes:
+        """The whole remaining body, at most `limit` bytes (the rest is not read)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection: back to the pool when the body was read, else closed."""
+
+
+class StreamParser(ABC):
+    """Turns one upstream wire format into canonical events, incrementally.
+
+    `started` becomes true at the first valid protocol event (the point where the gateway may
+    commit its 200), `done` at the upstream's own end marker. `feed` raises
+    `UpstreamProtocolError` on data that is not the format; an error the upstream reports in
+    the stream comes back as a `StreamError` event.
+    """
+
+    started: bool = False
+    done: bool = False
+
+    @abstractmethod
+    def feed(self, chunk: bytes) -> list[Event]:
+        """Decode one network read."""
+
+    def finish(self) -> list[Event]:
+        """The body ended; return any last events (subclasses flush their decoders)."""
+        return []
+
+    @property
+    def complete(self) -> bool:
+        """True when the stream ended the way a successful stream of this format ends."""
+        return self.done
+
+
+class Provider(ABC):
+    """One upstream deployment speaking one wire format."""
+
+    #: The key used in `provider:`; also the registry name.
+    name: ClassVar[str]
+    #: The wire format it speaks; equal formats allow byte pass-through.
+    wire_format: ClassVar[str]
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self.timeouts = config.timeouts
+        self._client_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=config.timeouts.connect,
+            sock_connect=config.timeouts.connect,
+            sock_read=None,
+        )
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> Iterable[ConfigProblem]:
+        """Problems with a `models:` entry for this provider, as (field, problem, fix)."""
+        return ()
+
+    @property
+    def label(self) -> str:
+        """How logs and headers name this deployment: the model name and upstream host."""
+        return f"{self.config.name}@{self.name}"
+
+    @abstractmethod
+    def build_call(self, request: ChatRequest) -> UpstreamCall:
+        """The upstream request for a canonical request."""
+
+    def build_passthrough(self, body: dict[str, Any], stream: bool) -> UpstreamCall:
+        """The upstream request for a body already in this provider's own format."""
+        raise NotImplementedError(f"{self.name} has no pass-through")
+
+    @abstractmethod
+    def stream_parser(self, *, side: bool = False) -> StreamParser:
+        """A parser for one streamed response. `side=True`: only usage, finish and errors matter."""
+
+    @abstractmethod
+    def parse_completion(self, body: bytes) -> Completion:
+        """A non-streaming response body as a canonical completion."""
+
+    def usage_of_body(self, body: bytes) -> Completion:
+        """Usage and finish of a pass-through non-streaming body (defaults to a full parse)."""
+        return self.parse_completion(body)
+
+    def error_from_status(
+        self, status: int, body: bytes, retry_after: float | None
+    ) -> UpstreamError:
+        """The error an upstream HTTP error response stands for."""
+        message = error_message_of(body) or f"HTTP {status}"
+        return UpstreamStatusError(
+            f"upstream returned HTTP {status}: {message}",
+            upstream_status=status,
+            retry_after=retry_after,
+        )
+
+    async def open(self, session: aiohttp.ClientSession, call: UpstreamCall) -> UpstreamResponse:
+        """Send the call and return once the upstream's status and headers have arrived."""
+        try:
+            response = await session.request(
+                call.method,
+                call.url,
+                data=call.body,
+                headers=call.headers,
+                timeout=self._client_timeout,
+                allow_redirects=False,
+            )
+        except BaseException as exc:
+            raise upstream_error_from_exception(exc, self.timeouts.connect) from exc
+        return HttpUpstreamResponse(response)
+
+
+class HttpUpstreamResponse(UpstreamResponse):
+    """An aiohttp response behind the `UpstreamResponse` interface."""
+
+    __slots__ = ("_response", "content_type", "retry_after", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse):
+        self._response = response
+        self.status = response.status
+        self.content_type = response.headers.get("Content-Type", "")
+        self.retry_after = parse_retry_after(response.headers)
+
+    async def read_chunk(self) -> bytes:
+        try:
+            return await self._response.content.readany()
+        except aiohttp.ClientError as exc:
+            raise upstream_error_from_exception(exc, 0) from exc
+
+    async def read_body(self, limit: int) -> bytes:
+        content = self._response.content
+        parts: list[bytes] = []
+        size = 0
+        try:
+            while size < limit:
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                parts.append(chunk)
+                size += len(chunk)
+        except aiohttp.ClientError as exc:
+            raise upstream_error_from_exception(exc, 0) from exc
+        return b"".join(parts)[:limit]
+
+    def close(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+def upstream_error_from_exception(exc: BaseException, connect_timeout: float) -> BaseException:
+    """The one mapping from client-library exceptions to the gateway's error tree.
+
+    Cancellation and errors already in the tree pass through unchanged.
+    """
+    if isinstance(exc, asyncio.CancelledError | UpstreamError):
+        return exc
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout("connect", connect_timeout)
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout("connect", connect_timeout)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamNetworkError(
+            f"cannot connect to upstream {exc.host}:{exc.port}: {exc.strerror}"
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return UpstreamNetworkError(
+            "upstream closed the connection before the response was complete",
+            code="upstream_disconnected",
+        )
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return UpstreamProtocolError(f"upstream sent an invalid HTTP response: {exc.message}")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return UpstreamNetworkError("upstream URL is invalid")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return UpstreamNetworkError(f"upstream connection failed: {type(exc).__name__}: {exc}")
+    return exc
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds from `retry-after-ms` or `Retry-After` (delta-seconds form), if present."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return None
+    return None
+
+
+def error_message_of(body: bytes) -> str:
+    """The human message inside a JSON error body of any known provider, else a short excerpt."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body[:300].decode("utf-8", "replace").strip()
+        if text.lstrip().startswith("<"):
+            return "non-JSON (HTML) error page"
+        return text
+    return message_in(data) or body[:300].decode("utf-8", "replace")
+
+
+def message_in(data: Any) -> str | None:
+    """Find the error message in `{"error": "..."}`, `{"error": {"message": ...}}` and kin."""
+    if isinstance(data, list) and data:
+        data = data[0]
+    if not isinstance(data, dict):
+        return None
+    err = data.get("error")
+    if isinstance(err, str) and err:
+        return err
+    if isinstance(err, dict):
+        msg = err.get("message")
+        if isinstance(msg, str):
+            return msg
+    msg = data.get("message")
+    return msg if isinstance(msg, str) else None
+
+
+def status_for_error_type(kind: str | None, code: Any) -> int:
+    """An HTTP status for an error reported inside a 200 stream, from its code or type name."""
+    if isinstance(code, int) and 400 <= code <= 599:
+        return code
+    kind = (kind or "").lower()
+    for needle, status in (
+        ("rate_limit", 429),
+        ("too_many", 429),
+        ("resource_exhausted", 429),
+        ("overloaded", 529),
+        ("unavailable", 503),
+        ("invalid", 400),
+        ("authentication", 401),
+        ("permission", 403),
+        ("not_found", 404),
+        ("timeout", 504),
+    ):
+        if needle in kind:
+            return status
+    return 500
+
+
+def loads_object(data: str | bytes, what: str) -> dict[str, Any]:
+    """Parse one JSON object from upstream or raise `UpstreamProtocolError` naming `what`."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        excerpt = data[:120] if isinstance(data, str) else data[:120].decode("utf-8", "replace")
+        raise UpstreamProtocolError(f"upstream sent malformed {what}: {excerpt!r}") from None
+    if not isinstance(value, dict):
+        raise UpstreamProtocolError(f"upstream sent {what} that is not a JSON object")
+    return value

@@ -1,0 +1,158 @@
+"""The built-in `demo` model: a fixed, labelled sample answer, streamed at a steady pace.
+
+It needs no network and no key, so `tidegate serve` on a fresh machine answers at once. It acts
+as an in-process upstream that speaks the OpenAI format, so every endpoint treats it exactly
+as it treats a real OpenAI-compatible server (pass-through on `/v1/chat/completions`,
+translation elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tidegate.config import ModelConfig
+from tidegate.events import Completion, Usage
+from tidegate.providers.base import StreamParser, UpstreamCall, UpstreamResponse
+from tidegate.providers.openai import OpenAIProvider, OpenAIStreamParser, completion_from_openai
+
+DEMO_ANSWER = (
+    "[tidegate demo] This is a fixed sample answer from tidegate's built-in demo model; "
+    "no language model was called. It streams word by word so that you can check your front "
+    "end's handling of Server-Sent Events. To get real answers, add a models: entry for "
+    "AnythingLLM or any OpenAI-compatible API to your config file."
+)
+
+
+class DemoProvider(OpenAIProvider):
+    """The demo model: an in-process OpenAI-format upstream."""
+
+    name = "demo"
+    wire_format = "openai"
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config.model_copy(update={"base_url": "http://demo.invalid"}))
+        self.pace = config.pace
+        self.pieces = [w + " " for w in DEMO_ANSWER.split(" ")]
+        self.pieces[-1] = self.pieces[-1].rstrip()
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> list[tuple[str, str, str | None]]:
+        return []
+
+    @property
+    def label(self) -> str:
+        return f"{self.config.name}@demo"
+
+    def stream_parser(self, *, side: bool = False) -> StreamParser:
+        return OpenAIStreamParser(side=side)
+
+    def parse_completion(self, body: bytes) -> Completion:
+        return completion_from_openai(orjson.loads(body))
+
+    async def open(self, session: aiohttp.ClientSession, call: UpstreamCall) -> UpstreamResponse:
+        request = orjson.loads(call.body)
+        prompt_words = sum(len(str(m.get("content") or "").split()) for m in request["messages"])
+        usage = Usage(input_tokens=prompt_words, output_tokens=len(self.pieces))
+        if call.stream:
+            include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+            return _DemoStream(self, request["model"], usage if include_usage else None)
+        return _DemoBody(self._completion(request["model"], usage))
+
+    def _completion(self, model: str, usage: Usage) -> bytes:
+        return orjson.dumps(
+            {
+                "id": "chatcmpl-demo",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(self.pieces)},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": _usage_json(usage),
+            }
+        )
+
+
+def _usage_json(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
+class _DemoBody(UpstreamResponse):
+    def __init__(self, body: bytes):
+        self.status = 200
+        self.content_type = "application/json"
+        self._body = body
+
+    async def read_chunk(self) -> bytes:
+        body, self._body = self._body, b""
+        return body
+
+    async def read_body(self, limit: int) -> bytes:
+        return await self.read_chunk()
+
+    def close(self) -> None:
+        pass
+
+
+class _DemoStream(UpstreamResponse):
+    def __init__(self, provider: DemoProvider, model: str, usage: Usage | None):
+        self.status = 200
+        self.content_type = "text/event-stream"
+        self._pace = provider.pace
+        self._frames = list(_frames(provider.pieces, model, usage))
+        self._next = 0
+
+    async def read_chunk(self) -> bytes:
+        if self._next >= len(self._frames):
+            return b""
+        if self._next > 0 and self._pace:
+            await asyncio.sleep(self._pace)
+        frame = self._frames[self._next]
+        self._next += 1
+        return frame
+
+    async def read_body(self, limit: int) -> bytes:
+        parts = []
+        while chunk := await self.read_chunk():
+            parts.append(chunk)
+        return b"".join(parts)[:limit]
+
+    def close(self) -> None:
+        self._next = len(self._frames)
+
+
+def _frames(pieces: list[str], model: str, usage: Usage | None) -> list[bytes]:
+    head: dict[str, Any] = {
+        "id": "chatcmpl-demo",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
+
+    def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return b"data: " + orjson.dumps({**head, "choices": choices, **extra}) + b"\n\n"
+
+    frames = [
+        frame([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+    ]
+    frames += [
+        frame([{"index": 0, "delta": {"content": p}, "finish_reason": None}]) for p in pieces
+    ]
+    frames.append(frame([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+    if usage is not None:
+        frames.append(frame([], usage=_usage_json(usage)))
+    frames.append(b"data: [DONE]\n\n")
+    return frames

@@ -1,0 +1,291 @@
+"""OpenAI-compatible upstreams: OpenAI, DeepSeek, vLLM, llama.cpp, Ollama's /v1 and kin.
+
+Request: `POST {base_url}/chat/completions` with `Authorization: Bearer`. Stream: `data:` events
+of `chat.completion.chunk`, ended by `data: [DONE]`; reasoning arrives as `reasoning_content`
+(DeepSeek), `reasoning` (Ollama, OpenRouter) or `thinking`; usage on a last `choices: []` chunk
+(OpenAI with `include_usage`) or on the finish chunk (DeepSeek). An in-band failure is a data
+event whose object has an `error` member.
+
+As a side parser (pass-through), only the first event, the `[DONE]` marker and events that
+mention usage, an error or a non-null finish reason are parsed as JSON; text chunks are skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from tidegate.config import ModelConfig
+from tidegate.errors import UpstreamStatusError
+from tidegate.events import (
+    ChatRequest,
+    Completion,
+    Event,
+    Finish,
+    Message,
+    ReasoningDelta,
+    StreamError,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UsageUpdate,
+)
+from tidegate.providers.base import (
+    ConfigProblem,
+    Provider,
+    StreamParser,
+    UpstreamCall,
+    loads_object,
+    status_for_error_type,
+)
+from tidegate.sse import SSEDecoder
+
+_FINISH_SET = re.compile(r'"finish_reason"\s*:\s*"')
+_REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+
+
+class OpenAIProvider(Provider):
+    """An OpenAI Chat Completions upstream."""
+
+    name = "openai"
+    wire_format = "openai"
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        base = config.base_url or ""
+        self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        headers = {"Content-Type": "application/json"}
+        if config.api_key is not None:
+            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        headers.update({k: v.get_secret_value() for k, v in config.headers.items()})
+        self._headers = headers
+        self._stream_headers = {
+            **headers,
+            "Accept": "text/event-stream",
+            "Accept-Encoding": "identity",
+        }
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> list[ConfigProblem]:
+        if not config.base_url:
+            return [("base_url", "is required", "for example https://api.openai.com/v1")]
+        return []
+
+    def build_passthrough(self, body: dict[str, Any], stream: bool) -> UpstreamCall:
+        body["model"] = self.config.upstream_model
+        headers = self._stream_headers if stream else self._headers
+        return UpstreamCall(self.url, orjson.dumps(body), headers, stream=stream)
+
+    def build_call(self, request: ChatRequest) -> UpstreamCall:
+        body: dict[str, Any] = {
+            "model": self.config.upstream_model,
+            "messages": [_message_out(m) for m in request.messages],
+        }
+        if request.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = request.stop
+        if request.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters or {"type": "object", "properties": {}},
+                    },
+                }
+                for t in request.tools
+            ]
+        if request.tool_choice is not None:
+            choice = request.tool_choice
+            body["tool_choice"] = (
+                {"type": "function", "function": {"name": choice["name"]}}
+                if isinstance(choice, dict)
+                else choice
+            )
+        if request.json_schema is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": request.json_schema}
+        elif request.json_mode:
+            body["response_format"] = {"type": "json_object"}
+        if request.reasoning_effort is not None:
+            body["reasoning_effort"] = request.reasoning_effort
+        if request.user is not None:
+            body["user"] = request.user
+        headers = self._stream_headers if request.stream else self._headers
+        return UpstreamCall(self.url, orjson.dumps(body), headers, stream=request.stream)
+
+    def stream_parser(self, *, side: bool = False) -> StreamParser:
+        return OpenAIStreamParser(side=side)
+
+    def parse_completion(self, body: bytes) -> Completion:
+        return completion_from_openai(loads_object(body, "chat completion"))
+
+
+def _message_out(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role}
+    if m.role == "tool":
+        out["tool_call_id"] = m.tool_call_id or ""
+        out["content"] = m.text()
+        return out
+    if any(p.type != "text" for p in m.content):
+        parts: list[dict[str, Any]] = []
+        for p in m.content:
+            if p.type == "text":
+                parts.append({"type": "text", "text": p.text})
+            else:
+                url = p.url or f"data:{p.media_type or 'image/png'};base64,{p.data}"
+                parts.append({"type": "image_url", "image_url": {"url": url}})
+        out["content"] = parts
+    else:
+        out["content"] = m.text() if m.content or not m.tool_calls else None
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    if m.reasoning and m.role == "assistant":
+        out["reasoning_content"] = m.reasoning
+    if m.name:
+        out["name"] = m.name
+    return out
+
+
+def usage_from_openai(u: dict[str, Any]) -> Usage:
+    """Normalize an OpenAI-style usage object (DeepSeek's cache counters included)."""
+    prompt_details = u.get("prompt_tokens_details") or {}
+    completion_details = u.get("completion_tokens_details") or {}
+    cached = prompt_details.get("cached_tokens") or u.get("prompt_cache_hit_tokens") or 0
+    return Usage(
+        input_tokens=int(u.get("prompt_tokens") or 0),
+        output_tokens=int(u.get("completion_tokens") or 0),
+        cache_read_tokens=int(cached),
+        cache_write_tokens=int(prompt_details.get("cache_write_tokens") or 0),
+        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+    )
+
+
+def error_from_openai(err: Any) -> UpstreamStatusError:
+    """The gateway error for an OpenAI-style `error` member found inside a stream or body."""
+    if isinstance(err, dict):
+        message = str(err.get("message") or "upstream reported an error")
+        kind = err.get("type") or err.get("code")
+        status = status_for_error_type(str(kind) if kind else None, err.get("code"))
+        return UpstreamStatusError(
+            message, upstream_status=status, upstream_type=str(kind) if kind else None
+        )
+    return UpstreamStatusError(str(err), upstream_status=500)
+
+
+def completion_from_openai(data: dict[str, Any]) -> Completion:
+    """A chat.completion object as a canonical completion."""
+    if data.get("error"):
+        raise error_from_openai(data["error"])
+    choices = data.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    calls = [
+        ToolCall(
+            id=str(c.get("id") or ""),
+            name=str((c.get("function") or {}).get("name") or ""),
+            arguments=str((c.get("function") or {}).get("arguments") or ""),
+        )
+        for c in message.get("tool_calls") or []
+    ]
+    reasoning = next((message[k] for k in _REASONING_KEYS if message.get(k)), "")
+    usage = data.get("usage")
+    return Completion(
+        text=message.get("content") or message.get("refusal") or "",
+        reasoning=reasoning,
+        tool_calls=calls,
+        finish_reason=choice.get("finish_reason"),
+        usage=usage_from_openai(usage) if isinstance(usage, dict) else None,
+        upstream_id=data.get("id"),
+    )
+
+
+class OpenAIStreamParser(StreamParser):
+    """`chat.completion.chunk` events to canonical events."""
+
+    __slots__ = ("_decoder", "_side", "done", "finished", "started")
+
+    def __init__(self, *, side: bool = False):
+        self._decoder = SSEDecoder()
+        self._side = side
+        self.started = False
+        self.done = False
+        self.finished = False
+
+    @property
+    def complete(self) -> bool:
+        # Some servers (AnythingLLM's OpenAI endpoint, older proxies) close after the finish
+        # chunk without [DONE]; a finish reason is as good an end as the marker.
+        return self.done or self.finished
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        out: list[Event] = []
+        for sse in self._decoder.decode(chunk):
+            data = sse.data
+            if data == "[DONE]":
+                self.done = True
+                break
+            if (
+                self._side
+                and self.started
+                and '"usage"' not in data
+                and '"error"' not in data
+                and not _FINISH_SET.search(data)
+            ):
+                continue  # a text chunk: nothing a side parser needs
+            self._event(loads_object(data, "stream chunk"), out)
+        return out
+
+    def _event(self, obj: dict[str, Any], out: list[Event]) -> None:
+        err = obj.get("error")
+        if err:
+            out.append(StreamError(error_from_openai(err)))
+            return
+        self.started = True
+        for choice in obj.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue  # n > 1 is not carried by the canonical stream
+            delta = choice.get("delta") or {}
+            if not self._side:
+                for key in _REASONING_KEYS:
+                    text = delta.get(key)
+                    if text:
+                        out.append(ReasoningDelta(text))
+                        break
+                text = delta.get("content")
+                if text:
+                    out.append(TextDelta(text))
+                refusal = delta.get("refusal")
+                if refusal:
+                    out.append(TextDelta(refusal))
+                for call in delta.get("tool_calls") or ():
+                    fn = call.get("function") or {}
+                    out.append(
+                        ToolCallDelta(
+                            int(call.get("index") or 0),
+                            call.get("id"),
+                            fn.get("name"),
+                            fn.get("arguments") or "",
+                        )
+                    )
+            reason = choice.get("finish_reason")
+            if reason:
+                self.finished = True
+                out.append(Finish(reason))
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            out.append(UsageUpdate(usage_from_openai(usage)))

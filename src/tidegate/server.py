@@ -1,0 +1,71 @@
+"""Running the ASGI app under uvicorn (uvloop + httptools), in one process or several.
+
+The listening socket is bound by the command before this module runs, so `--port 0` works
+and the real address can be announced. With `--workers N` the socket is shared by N worker
+processes, each of which loads the configuration again from the same sources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from typing import Any
+
+import uvicorn
+
+from tidegate import __version__
+from tidegate.app import create_app
+from tidegate.config import Config, load_config, read_environment
+from tidegate.logs import log, setup_logging
+
+_LOOP = "uvloop" if sys.platform != "win32" else "asyncio"
+
+
+def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
+    """Serve until interrupted; return the exit status."""
+    listener = setup_logging(args.log_level)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    keys = len(config.auth.api_keys)
+    auth = f"{keys} client key(s)" if keys else "no client keys"
+    log.info(
+        "tidegate %s listening on http://%s:%d (models: %s; %s; config: %s; workers: %d)",
+        __version__, shown, port, ", ".join(config.model_names()), auth, config.source,
+        args.workers,
+    )  # fmt: skip
+    options: dict[str, Any] = {
+        "loop": _LOOP,
+        "http": "httptools",
+        "lifespan": "on",
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    try:
+        if args.workers == 1:
+            server = uvicorn.Server(uvicorn.Config(create_app(config), **options))
+            server.run(sockets=[sock])
+        else:
+            # Workers are separate interpreters: they rebuild the app from the same sources.
+            if args.config:
+                os.environ["TIDEGATE_CONFIG"] = os.path.abspath(args.config)
+            os.environ["TIDEGATE_ENV_FILE"] = os.path.abspath(args.env_file)
+            os.environ["TIDEGATE_LOG_LEVEL"] = args.log_level
+            factory = "tidegate.server:app_from_environment"
+            uv_config = uvicorn.Config(factory, factory=True, workers=args.workers, **options)
+            from uvicorn.supervisors import Multiprocess
+
+            Multiprocess(uv_config, sockets=[sock]).run()
+    finally:
+        listener.stop()
+    return 0
+
+
+def app_from_environment() -> object:
+    """The app factory of a worker process."""
+    setup_logging(os.environ.get("TIDEGATE_LOG_LEVEL", "info"))
+    env = read_environment(os.environ.get("TIDEGATE_ENV_FILE", ".env"))
+    return create_app(load_config(None, env))

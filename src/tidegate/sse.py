@@ -1,0 +1,204 @@
+"""Server-Sent Events and NDJSON framing: the one decoder and the one encoder.
+
+`SSEDecoder` follows the WHATWG rules (HTML §9.2.5-9.2.6): one leading BOM is stripped, lines end
+at CRLF, LF or a lone CR (a CR at the end of one read and an LF at the start of the next are one
+line end), `data` lines join with LF, `:` lines are comments, `id` values containing NUL are
+ignored, `retry` takes ASCII digits only, and an event still open at EOF is discarded.
+
+Lines are split as bytes and each field value is decoded from UTF-8 exactly once, so a
+multi-byte character cut across network reads is never damaged: the bytes wait in the buffer
+until their line is complete. `str.splitlines` is never used: it also splits on U+2028 and
+friends, which are legal inside JSON strings.
+
+Both decoders are plain classes with `decode(bytes) -> events` and `flush()`: no event loop.
+"""
+
+from __future__ import annotations
+
+import re
+
+_BOM = b"\xef\xbb\xbf"
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+class SSEEvent:
+    """One dispatched event: its type (`message` when unnamed), data, last event id and retry."""
+
+    __slots__ = ("data", "event", "id", "retry")
+
+    def __init__(self, data: str, event: str = "message", id: str = "", retry: int | None = None):
+        self.data = data
+        self.event = event
+        self.id = id
+        self.retry = retry
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SSEEvent):
+            return NotImplemented
+        return (self.data, self.event, self.id, self.retry) == (
+            other.data,
+            other.event,
+            other.id,
+            other.retry,
+        )
+
+    def __repr__(self) -> str:
+        return f"SSEEvent(event={self.event!r}, data={self.data!r}, id={self.id!r})"
+
+
+class SSEDecoder:
+    """Incremental WHATWG event-stream decoder: bytes in, `SSEEvent`s out.
+
+    With `keep_stray=True`, lines that are neither a known field nor a comment (for example the
+    bare JSON error object Gemini appends to a failing stream) are collected in `stray_lines`
+    for the caller to inspect; the WHATWG rules themselves ignore them.
+    """
+
+    __slots__ = (
+        "_at_start",
+        "_buf",
+        "_cr_pending",
+        "_data",
+        "_event",
+        "_last_id",
+        "_retry",
+        "keep_stray",
+        "stray_lines",
+    )
+
+    def __init__(self, *, keep_stray: bool = False) -> None:
+        self._buf = b""
+        self._at_start = True
+        self._cr_pending = False
+        self._data: list[bytes] = []
+        self._event = b""
+        self._last_id = ""
+        self._retry: int | None = None
+        self.keep_stray = keep_stray
+        self.stray_lines: list[bytes] = []
+
+    @property
+    def has_pending(self) -> bool:
+        """True when bytes or an unfinished event are waiting for more input."""
+        return bool(self._buf or self._data or self._event)
+
+    def decode(self, chunk: bytes) -> list[SSEEvent]:
+        """Feed one network read; return the events it completes, in order."""
+        buf = self._buf + chunk if self._buf else chunk
+        if self._at_start:
+            if len(buf) < 3 and _BOM.startswith(buf):
+                self._buf = buf
+                return []
+            self._at_start = False
+            if buf.startswith(_BOM):
+                buf = buf[3:]
+        if self._cr_pending:
+            self._cr_pending = False
+            if buf[:1] == b"\n":
+                buf = buf[1:]
+        if b"\r" in buf:
+            last = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
+            if last < 0:
+                self._buf = buf
+                return []
+            self._buf = buf[last + 1 :]
+            # A CR that ends this read may be the first half of a CRLF split across reads.
+            self._cr_pending = buf[last] == 0x0D
+            lines = _LINE_END.split(buf[: last + 1])
+            lines.pop()  # the empty remainder after the last line end
+        else:
+            last = buf.rfind(b"\n")
+            if last < 0:
+                self._buf = buf
+                return []
+            self._buf = buf[last + 1 :]
+            lines = buf[:last].split(b"\n")
+        events: list[SSEEvent] = []
+        for line in lines:
+            self._line(line, events)
+        return events
+
+    def flush(self) -> list[SSEEvent]:
+        """End of stream: per WHATWG an event without its closing blank line is discarded."""
+        self._buf = b""
+        self._data = []
+        self._event = b""
+        return []
+
+    def _line(self, line: bytes, events: list[SSEEvent]) -> None:
+        if not line:
+            if self._data:
+                data = b"\n".join(self._data).decode("utf-8", "replace")
+                event = self._event.decode("utf-8", "replace") if self._event else "message"
+                events.append(SSEEvent(data, event, self._last_id, self._retry))
+            self._data = []
+            self._event = b""
+            return
+        if line[0] == 0x3A:  # ':' comment
+            return
+        colon = line.find(b":")
+        if colon < 0:
+            name, value = line, b""
+        else:
+            name = line[:colon]
+            value = line[colon + 1 :]
+            if value[:1] == b" ":
+                value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value
+        elif name == b"id":
+            if b"\0" not in value:
+                self._last_id = value.decode("utf-8", "replace")
+        elif name == b"retry":
+            if value.isdigit():
+                self._retry = int(value)
+        elif self.keep_stray:
+            self.stray_lines.append(line)
+
+
+class NDJSONDecoder:
+    """Incremental newline-delimited JSON splitter: bytes in, one `bytes` line per JSON document.
+
+    Blank lines are skipped and a trailing CR is removed; the caller parses each line (orjson
+    accepts bytes and validates UTF-8 itself).
+    """
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def decode(self, chunk: bytes) -> list[bytes]:
+        """Feed one network read; return the complete lines it finishes."""
+        buf = self._buf + chunk if self._buf else chunk
+        last = buf.rfind(b"\n")
+        if last < 0:
+            self._buf = buf
+            return []
+        self._buf = buf[last + 1 :]
+        return [line.rstrip(b"\r") for line in buf[:last].split(b"\n") if line.strip()]
+
+    def flush(self) -> list[bytes]:
+        """End of stream: a last line without its newline is still a document."""
+        rest, self._buf = self._buf.strip(), b""
+        return [rest] if rest else []
+
+
+def encode_event(data: bytes, event: bytes | None = None, id: bytes | None = None) -> bytes:
+    """Frame one event. Data containing line breaks becomes several `data:` lines."""
+    if b"\n" in data or b"\r" in data:
+        body = b"".join(b"data: " + part + b"\n" for part in _LINE_END.split(data))
+    else:
+        body = b"data: " + data + b"\n"
+    if event is not None:
+        body = b"event: " + event + b"\n" + body
+    if id is not None:
+        body = b"id: " + id + b"\n" + body
+    return body + b"\n"
+
+
+def encode_comment(text: bytes = b"") -> bytes:
+    """Frame a comment line, the keep-alive that every WHATWG client ignores."""
+    return b": " + text + b"\n\n" if text else b":\n\n"

@@ -1,0 +1,231 @@
+"""Shared fixtures: the fake upstream and the real gateway process in front of it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from tests.fake_upstream import API_KEY, FakeUpstream
+
+CLIENT_KEY = "tg-client-key-0d6f2b9e81c4"
+SCENARIOS = [
+    "ok",
+    "slow_headers",
+    "slow_first_event",
+    "stall_mid",
+    "drop_mid",
+    "status_400",
+    "status_401",
+    "status_429",
+    "status_500",
+    "error_first",
+    "error_mid",
+    "split_utf8",
+    "crlf",
+    "pings",
+    "truncated",
+    "malformed_mid",
+    "html",
+    "slow_stream",
+    "leaky_401",
+    "leaky_mid",
+]
+TEST_TIMEOUTS = {"connect": 2, "first_byte": 1.5, "idle": 0.6, "total": 60}
+_LISTENING = re.compile(r"listening on (http://\S+?:\d+)")
+
+
+class GatewayProcess:
+    """`tidegate serve` in a child process on an ephemeral port, its stderr collected."""
+
+    def __init__(
+        self,
+        config: dict[str, Any] | None,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ):
+        self.workdir = workdir
+        self.lines: list[str] = []
+        self.url = ""
+        cmd = [sys.executable, "-m", "tidegate", "serve", "--port", "0", *(args or [])]
+        if config is not None:
+            path = workdir / "tidegate.yaml"
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            cmd += ["--config", str(path)]
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("TIDEGATE_", "ANYTHINGLLM_"))
+        }
+        self.env.update(env or {})
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=workdir,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + 20
+        while not self.url:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("gateway did not start:\n" + self.output())
+            time.sleep(0.02)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            match = _LISTENING.search(line)
+            if match and not self.url:
+                self.url = match.group(1)
+
+    def output(self) -> str:
+        """Everything the process has written so far."""
+        return "\n".join(self.lines)
+
+    def access_records(self) -> list[dict[str, Any]]:
+        """The parsed access-log lines."""
+        out = []
+        for line in list(self.lines):
+            if line.startswith('{"request_id"'):
+                out.append(orjson.loads(line))
+        return out
+
+    def record_for(self, request_id: str, timeout: float = 5) -> dict[str, Any]:
+        """The access record of one request, waiting for it to be written."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in self.access_records():
+                if record["request_id"] == request_id:
+                    return record
+            time.sleep(0.02)
+        raise AssertionError(f"no access record for {request_id}:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(2)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def scenario_models(fake: FakeUpstream) -> list[dict[str, Any]]:
+    """One OpenAI and one AnythingLLM model per fake-upstream scenario."""
+    models: list[dict[str, Any]] = []
+    for s in SCENARIOS:
+        models.append(
+            {
+                "name": f"openai-{s}",
+                "provider": "openai",
+                "base_url": fake.base(s) + "/v1",
+                "api_key": "${FAKE_UPSTREAM_KEY}",
+                "model": "fake-model",
+                "timeouts": TEST_TIMEOUTS,
+            }
+        )
+        models.append(
+            {
+                "name": f"kb-{s}",
+                "provider": "anythingllm",
+                "base_url": fake.base(s),
+                "api_key": "${FAKE_UPSTREAM_KEY}",
+                "workspace": "docs",
+                "timeouts": TEST_TIMEOUTS,
+            }
+        )
+    models.append(
+        {
+            "name": "openai-refused",
+            "provider": "openai",
+            "base_url": "http://127.0.0.1:9/v1",
+            "api_key": "${FAKE_UPSTREAM_KEY}",
+        }
+    )
+    models.append(
+        {
+            "name": "openai-short-total",
+            "provider": "openai",
+            "base_url": fake.base("slow_headers") + "/v1",
+            "api_key": "${FAKE_UPSTREAM_KEY}",
+            "timeouts": {**TEST_TIMEOUTS, "total": 1},
+        }
+    )
+    models.append({"name": "demo", "provider": "demo", "pace": 0.001})
+    return models
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeUpstream]:
+    upstream = FakeUpstream().start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """One gateway for the whole session, with a model per scenario and a client key."""
+    config = {
+        "models": scenario_models(fake),
+        "stream_ask": {"model": "openai-ok"},
+        "auth": {"api_keys": ["${TEST_CLIENT_KEY}"]},
+        "limits": {"max_body_bytes": 256 * 1024},
+    }
+    process = GatewayProcess(
+        config,
+        tmp_path_factory.mktemp("gateway"),
+        env={"FAKE_UPSTREAM_KEY": API_KEY, "TEST_CLIENT_KEY": CLIENT_KEY},
+    )
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start extra gateways with their own config; all are stopped after the test."""
+    started: list[GatewayProcess] = []
+
+    def start(config: dict[str, Any] | None = None, **kwargs: Any) -> GatewayProcess:
+        process = GatewayProcess(config, tmp_path, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def parse_sse(text: str) -> list[dict[str, str]]:
+    """A deliberately simple, independent reader for the gateway's own LF-framed events."""
+    events = []
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        event: dict[str, str] = {}
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(": ")
+            event[name] = event[name] + "\n" + value if name in event else value
+        if event:
+            events.append(event)
+    return events

@@ -1,0 +1,201 @@
+"""Configuration: every bad setting names its field and the fix; the CLI exits non-zero."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tidegate.config import Config, load_config, read_environment
+from tidegate.errors import ConfigError
+
+
+def write(tmp_path: Path, config: Any) -> Path:
+    path = tmp_path / "tidegate.yaml"
+    path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
+    return path
+
+
+def load(tmp_path: Path, config: Any, env: dict[str, str] | None = None) -> Config:
+    return load_config(write(tmp_path, config), env or {})
+
+
+OPENAI = {"name": "m", "provider": "openai", "base_url": "https://api.example.com/v1"}
+
+
+def test_env_substitution_and_defaults(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        {
+            "models": [{**OPENAI, "api_key": "${KEY}", "model": "${UPSTREAM:-gpt-x}"}],
+            "auth": {"api_keys": ["${CLIENT}", "${OPTIONAL:-}"]},
+        },
+        {"KEY": "sk-123456", "CLIENT": "c-1"},
+    )
+    model = config.models[0]
+    assert model.api_key is not None and model.api_key.get_secret_value() == "sk-123456"
+    assert model.upstream_model == "gpt-x"
+    assert [k.get_secret_value() for k in config.auth.api_keys] == ["c-1"]
+    assert model.timeouts.first_byte == 60 and model.timeouts.idle == 60
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "needle"),
+    [
+        (
+            {"models": [{**OPENAI, "api_key": "${NOPE}"}]},
+            "models[0].api_key",
+            "environment variable NOPE is not set",
+        ),
+        ({"models": [{**OPENAI, "api_kye": "x"}]}, "models[0].api_kye", "did you mean 'api_key'"),
+        (
+            {"models": [{**OPENAI, "provider": "gpt"}]},
+            "models[0].provider",
+            "use one of: anythingllm",
+        ),
+        ({"models": [{"name": "m", "provider": "openai"}]}, "models[0].base_url", "is required"),
+        (
+            {"models": [{**OPENAI, "base_url": "api.example.com"}]},
+            "models[0].base_url",
+            "http(s) URL",
+        ),
+        (
+            {"models": [{**OPENAI, "timeouts": {"idle": -1}}]},
+            "models[0].timeouts.idle",
+            "greater than 0",
+        ),
+        (
+            {"models": [{**OPENAI, "timeouts": {"idel": 5}}]},
+            "models[0].timeouts.idel",
+            "did you mean 'idle'",
+        ),
+        (
+            {
+                "models": [
+                    {
+                        "name": "kb",
+                        "provider": "anythingllm",
+                        "base_url": "http://h:3001",
+                        "api_key": "k",
+                    }
+                ]
+            },
+            "models[0].workspace",
+            "workspace slug",
+        ),
+        (
+            {"models": [OPENAI], "stream_ask": {"model": "other"}},
+            "stream_ask.model",
+            "use one of: m",
+        ),
+        ({"models": []}, "models", "at least 1"),
+        ({}, "models", "is required"),
+        ("models: [\n  - name: x\n   bad", "tidegate.yaml", "invalid YAML at line"),
+        ("- just a list", "tidegate.yaml", "must be a mapping"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path: Path, config: Any, field: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, config)
+    assert info.value.field.endswith(field)
+    assert needle in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml", {})
+
+
+def test_seed_variables_define_an_anythingllm_model() -> None:
+    config = load_config(
+        None,
+        {
+            "ANYTHINGLLM_BASE_URL": "http://10.0.0.5:3001",
+            "ANYTHINGLLM_API_KEY": "ALLM-KEY-1",
+            "ANYTHINGLLM_WORKSPACE_SLUG": "test1",
+        },
+    )
+    assert [m.name for m in config.models] == ["anythingllm"]
+    assert config.models[0].workspace == "test1"
+    assert config.stream_ask.model == "anythingllm"
+
+
+def test_partial_seed_variables_are_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {"ANYTHINGLLM_BASE_URL": "http://h:3001"})
+    assert info.value.field == "ANYTHINGLLM_API_KEY"
+    assert "ANYTHINGLLM_WORKSPACE_SLUG" in str(info.value)
+
+
+def test_nothing_configured_means_demo() -> None:
+    config = load_config(None, {})
+    assert [(m.name, m.provider) for m in config.models] == [("demo", "demo")]
+    assert not config.auth.api_keys
+
+
+def test_tidegate_config_variable_points_at_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, {"models": [OPENAI]})
+    assert load_config(None, {"TIDEGATE_CONFIG": str(path)}).models[0].name == "m"
+
+
+def test_dotenv_is_read_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text('ANYTHINGLLM_BASE_URL = "http://from-dotenv:3001"\nONLY_IN_DOTENV=yes\n')
+    monkeypatch.setenv("ANYTHINGLLM_BASE_URL", "http://from-env:3001")
+    values = read_environment(env_file)
+    assert values["ANYTHINGLLM_BASE_URL"] == "http://from-env:3001"
+    assert values["ONLY_IN_DOTENV"] == "yes"
+
+
+def run_cli(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tidegate", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=30,
+    )
+
+
+def test_check_prints_models_and_exits_zero(tmp_path: Path) -> None:
+    path = write(tmp_path, {"models": [{**OPENAI, "api_key": "sk-abcdefghijklmnop1234"}]})
+    result = run_cli(tmp_path, "check", "--config", str(path))
+    assert result.returncode == 0
+    assert "m: provider=openai" in result.stdout and "****1234" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["check", "serve"])
+def test_bad_config_exits_non_zero_with_the_field(tmp_path: Path, command: str) -> None:
+    path = write(tmp_path, {"models": [{**OPENAI, "api_key": "${MISSING_KEY}"}]})
+    result = run_cli(tmp_path, command, "--config", str(path))
+    assert result.returncode == 2
+    assert "models[0].api_key" in result.stderr and "MISSING_KEY" in result.stderr
+
+
+def test_serve_refuses_public_address_without_client_keys(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "serve", "--host", "0.0.0.0", "--port", "0")
+    assert result.returncode == 2
+    assert "without client keys" in result.stderr and "--allow-unauthenticated" in result.stderr
+
+
+def test_dotenv_in_working_directory_configures_serve(tmp_path: Path, start_gateway: Any) -> None:
+    (tmp_path / ".env").write_text("TIDEGATE_API_KEY=from-dotenv-key-77\n")
+    gw = start_gateway(None)
+    import httpx2 as httpx
+
+    assert httpx.post(f"{gw.url}/stream-ask", json={"question": "q"}).status_code == 401
+    ok = httpx.post(
+        f"{gw.url}/stream-ask",
+        json={"question": "q"},
+        headers={"Authorization": "Bearer from-dotenv-key-77"},
+    )
+    assert ok.status_code == 200
