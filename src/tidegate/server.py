@@ -18,7 +18,7 @@ import uvicorn
 from tidegate import __version__
 from tidegate.app import create_app
 from tidegate.config import Config, load_config, read_environment
-from tidegate.logs import log, setup_logging
+from tidegate.logs import setup_logging
 
 _LOOP = "uvloop" if sys.platform != "win32" else "asyncio"
 
@@ -30,11 +30,14 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     keys = len(config.auth.api_keys)
     auth = f"{keys} client key(s)" if keys else "no client keys"
-    log.info(
-        "tidegate %s listening on http://%s:%d (models: %s; %s; config: %s; workers: %d)",
-        __version__, shown, port, ", ".join(config.model_names()), auth, config.source,
-        args.workers,
-    )  # fmt: skip
+    # Printed whatever the log level: operators and test harnesses read the bound address here.
+    print(
+        f"tidegate {__version__} listening on http://{shown}:{port} "
+        f"(models: {', '.join(config.model_names())}; {auth}; config: {config.source}; "
+        f"workers: {args.workers})",
+        file=sys.stderr,
+        flush=True,
+    )
     options: dict[str, Any] = {
         "loop": _LOOP,
         "http": "httptools",

@@ -42,11 +42,24 @@ ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # dropped when the request is translated for an upstream of another format.
 CARRIED = frozenset(
     {
-        "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
-        "temperature", "top_p", "stop", "tools", "tool_choice", "response_format",
-        "reasoning_effort", "user", "n", "parallel_tool_calls",
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "reasoning_effort",
+        "user",
+        "n",
+        "parallel_tool_calls",
     }
-)  # fmt: skip
+)
 
 
 async def handle_chat(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> None:
