@@ -16,31 +16,11 @@ import orjson
 import pytest
 import yaml
 
-from tests.fake_upstream import API_KEY, FakeUpstream
+from tests.fake_upstream import API_KEY, MISBEHAVIOURS, FakeUpstream
 
 CLIENT_KEY = "tg-client-key-0d6f2b9e81c4"
-SCENARIOS = [
-    "ok",
-    "slow_headers",
-    "slow_first_event",
-    "stall_mid",
-    "drop_mid",
-    "status_400",
-    "status_401",
-    "status_429",
-    "status_500",
-    "error_first",
-    "error_mid",
-    "split_utf8",
-    "crlf",
-    "pings",
-    "truncated",
-    "malformed_mid",
-    "html",
-    "slow_stream",
-    "leaky_401",
-    "leaky_mid",
-]
+SCENARIOS = ["ok", "tools", "reasoning", *sorted(MISBEHAVIOURS)]
+FORMATS = ["openai", "kb", "anthropic", "gemini", "ollama"]
 TEST_TIMEOUTS = {"connect": 2, "first_byte": 1.5, "idle": 0.6, "total": 60}
 _LISTENING = re.compile(r"listening on (http://\S+?:\d+)")
 
@@ -128,29 +108,48 @@ class GatewayProcess:
 
 
 def scenario_models(fake: FakeUpstream) -> list[dict[str, Any]]:
-    """One OpenAI and one AnythingLLM model per fake-upstream scenario."""
+    """A model per fake-upstream scenario and wire format, named `<format>-<scenario>`."""
     models: list[dict[str, Any]] = []
     for s in SCENARIOS:
-        models.append(
+        common = {"api_key": "${FAKE_UPSTREAM_KEY}", "timeouts": TEST_TIMEOUTS}
+        base = fake.base(s)
+        models += [
             {
                 "name": f"openai-{s}",
                 "provider": "openai",
-                "base_url": fake.base(s) + "/v1",
-                "api_key": "${FAKE_UPSTREAM_KEY}",
+                "base_url": base + "/v1",
                 "model": "fake-model",
-                "timeouts": TEST_TIMEOUTS,
-            }
-        )
-        models.append(
+                **common,
+            },
             {
                 "name": f"kb-{s}",
                 "provider": "anythingllm",
-                "base_url": fake.base(s),
-                "api_key": "${FAKE_UPSTREAM_KEY}",
+                "base_url": base,
                 "workspace": "docs",
-                "timeouts": TEST_TIMEOUTS,
-            }
-        )
+                **common,
+            },
+            {
+                "name": f"anthropic-{s}",
+                "provider": "anthropic",
+                "base_url": base,
+                "model": "claude-fake",
+                **common,
+            },
+            {
+                "name": f"gemini-{s}",
+                "provider": "gemini",
+                "base_url": base,
+                "model": "gemini-fake",
+                **common,
+            },
+            {
+                "name": f"ollama-{s}",
+                "provider": "ollama",
+                "base_url": base,
+                "model": "llama-fake",
+                **common,
+            },
+        ]
     models.append(
         {
             "name": "openai-refused",

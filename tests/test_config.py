@@ -55,7 +55,7 @@ def test_env_substitution_and_defaults(tmp_path: Path) -> None:
         (
             {"models": [{**OPENAI, "provider": "gpt"}]},
             "models[0].provider",
-            "use one of: anythingllm",
+            "use one of: anthropic, anythingllm, demo, gemini, ollama, openai",
         ),
         ({"models": [{"name": "m", "provider": "openai"}]}, "models[0].base_url", "is required"),
         (

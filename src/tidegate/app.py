@@ -21,7 +21,7 @@ from tidegate import __version__
 from tidegate.asgi import DisconnectWatcher, Receive, Request, Scope, Send, send_bytes
 from tidegate.config import Config
 from tidegate.context import CLIENT_CLOSED, RequestContext
-from tidegate.endpoints import health, openai_chat, stream_ask
+from tidegate.endpoints import anthropic_messages, gemini, health, openai_chat, stream_ask
 from tidegate.errors import (
     GatewayError,
     InternalError,
@@ -69,10 +69,24 @@ class Gateway:
             "/v1/chat/completions": {
                 "POST": Route(openai_chat.handle_chat, openai_chat.render_error)
             },
+            "/v1/messages": {
+                "POST": Route(anthropic_messages.handle, anthropic_messages.render_error)
+            },
             "/v1/models": {"GET": Route(openai_chat.handle_models, openai_chat.render_error)},
             "/healthz": {"GET": Route(health.healthz, health.render_error, needs_key=False)},
             "/readyz": {"GET": Route(health.readyz, health.render_error, needs_key=False)},
         }
+        # Routes whose path carries a parameter, matched by prefix.
+        gemini_route = {"POST": Route(gemini.handle, gemini.render_error)}
+        self._prefix_routes = [(prefix, gemini_route) for prefix in gemini.PREFIXES]
+
+    def _route(self, path: str) -> dict[str, Route] | None:
+        methods = self._routes.get(path)
+        if methods is None:
+            for prefix, candidate in self._prefix_routes:
+                if path.startswith(prefix):
+                    return candidate
+        return methods
 
     # -- models ----------------------------------------------------------------------------
 
@@ -150,7 +164,7 @@ class Gateway:
         incoming = request.headers.get("x-request-id", "")
         request_id = incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(12)
         ctx = RequestContext(request_id, request.path, self.session, self.redact)
-        methods = self._routes.get(request.path)
+        methods = self._route(request.path)
         route = methods.get(request.method) if methods else None
         render = route.render_error if route else health.render_error
         watcher: DisconnectWatcher | None = None

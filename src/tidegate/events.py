@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 # ---------------------------------------------------------------------------------------------
 # Request
 
@@ -76,6 +78,7 @@ class ChatRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None
     stop: list[str] = field(default_factory=list)
     tools: list[Tool] = field(default_factory=list)
     tool_choice: str | dict[str, Any] | None = None  # "auto" | "none" | "required" | {"name": ...}
@@ -90,12 +93,31 @@ class ChatRequest:
     # Fields of the inbound request the chosen upstream cannot carry, named for the client.
     dropped: list[str] = field(default_factory=list)
 
+    def tool_name(self, call_id: str | None) -> str:
+        """The function name of an earlier assistant tool call, found by its id."""
+        for message in self.messages:
+            for call in message.tool_calls:
+                if call.id == call_id:
+                    return call.name
+        return call_id or ""
+
     def last_user_text(self) -> str:
         """The text of the last user message, or an empty string."""
         for message in reversed(self.messages):
             if message.role == "user":
                 return message.text()
         return ""
+
+
+def arguments_object(text: str) -> dict[str, Any]:
+    """Tool-call arguments (JSON text) as an object, for formats that carry objects."""
+    if not text.strip():
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {"arguments": text}  # not JSON: keep the text rather than lose it
+    return value if isinstance(value, dict) else {"value": value}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from tidegate.errors import (
 )
 from tidegate.events import Event, Finish, Sources, StreamError, UsageUpdate
 from tidegate.logs import log
-from tidegate.providers.base import Provider, UpstreamCall, UpstreamResponse
+from tidegate.providers.base import PassthroughFilter, Provider, UpstreamCall, UpstreamResponse
 from tidegate.watchdog import Watchdog
 
 ERROR_BODY_LIMIT = 64 * 1024
@@ -143,12 +143,17 @@ async def relay_stream(
             }
         )
         state.observe(events)
+        filt = call.filter if passthrough else None
         first = b"".join(pending) if passthrough else encoder.encode(events)
+        if filt is not None:
+            first = filt.feed(first)
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})
         dog.streaming()
         try:
-            await _pump(response, parser, encoder, state, dog, send, passthrough, ctx.redact_bytes)
+            await _pump(
+                response, parser, encoder, state, dog, send, passthrough, filt, ctx.redact_bytes
+            )
         except asyncio.CancelledError:
             if not dog.cancelled_us():
                 raise
@@ -185,6 +190,7 @@ async def _pump(
     dog: Watchdog,
     send: Send,
     passthrough: bool,
+    filt: PassthroughFilter | None,
     redact_bytes: Any,
 ) -> None:
     while state.error is None and not parser.done:
@@ -194,7 +200,12 @@ async def _pump(
         if not chunk:
             events = parser.finish()
             state.observe(events)
-            if not passthrough and events:
+            if passthrough:
+                if filt is not None:
+                    await _send_body(send, filt.flush())
+                if state.error is not None:
+                    state.error_forwarded = True  # a trailing error object was forwarded as is
+            elif events:
                 await _send_body(send, encoder.encode(events))
             if state.error is None and not parser.complete:
                 state.error = UpstreamProtocolError(
@@ -209,7 +220,10 @@ async def _pump(
                 # The upstream's own error event goes out as it came, minus any secret.
                 chunk = redact_bytes(chunk)
                 state.error_forwarded = True
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if filt is not None:
+                chunk = filt.feed(chunk) + (filt.flush() if state.error is not None else b"")
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
         elif events:
             await _send_body(send, encoder.encode(events))
 

@@ -17,6 +17,7 @@ import orjson
 
 from tidegate.asgi import Request, Send, send_bytes
 from tidegate.context import RequestContext
+from tidegate.endpoints.chat import serve_chat
 from tidegate.errors import GatewayError, InvalidRequest
 from tidegate.events import (
     ChatRequest,
@@ -32,7 +33,7 @@ from tidegate.events import (
     ToolCallDelta,
     Usage,
 )
-from tidegate.relay import StreamState, relay_complete, relay_stream
+from tidegate.relay import StreamState
 
 if TYPE_CHECKING:
     from tidegate.app import Gateway
@@ -66,32 +67,19 @@ async def handle_chat(gw: Gateway, ctx: RequestContext, request: Request, send: 
     """Serve one chat completion, streamed or whole."""
     body = request.json_object()
     model = validate_body(body)
-    stream = bool(body.get("stream"))
-    provider = gw.deployment(model)
-    ctx.model, ctx.upstream, ctx.stream = model, provider.label, stream
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    if provider.wire_format == "openai":
-        call = provider.build_passthrough(body, stream)
-    else:
-        chat = chat_request_from_openai(body)
-        call = provider.build_call(chat)
-        call.dropped = chat.dropped + call.dropped
-    gw.note_dropped(ctx, call.dropped)
-    passthrough = provider.wire_format == "openai"
-    if stream:
-        encoder = OpenAIChatEncoder(model, include_usage, ctx.request_id)
-        await relay_stream(ctx, provider, call, encoder, send, passthrough=passthrough)
-        return
-    raw = await relay_complete(ctx, provider, call)
-    if passthrough:
-        completion = provider.usage_of_body(raw)
-        out = raw
-    else:
-        completion = provider.parse_completion(raw)
-        out = render_completion(completion, model, ctx.request_id)
-    ctx.usage, ctx.finish_reason = completion.usage, completion.finish_reason
-    ctx.status = 200
-    await send_bytes(send, 200, out, headers=ctx.headers_out)
+    await serve_chat(
+        gw,
+        ctx,
+        send,
+        model=model,
+        stream=bool(body.get("stream")),
+        wire_format="openai",
+        body=body,
+        canonical=lambda: chat_request_from_openai(body),
+        encoder=OpenAIChatEncoder(model, include_usage, ctx.request_id),
+        render=lambda c: render_completion(c, model, ctx.request_id),
+    )
 
 
 async def handle_models(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> None:

@@ -5,13 +5,24 @@ Adding a provider: write a `Provider` subclass in its own module and add it to `
 
 from __future__ import annotations
 
+from tidegate.providers.anthropic import AnthropicProvider
 from tidegate.providers.anythingllm import AnythingLLMProvider
 from tidegate.providers.base import Provider
 from tidegate.providers.demo import DemoProvider
+from tidegate.providers.gemini import GeminiProvider
+from tidegate.providers.ollama import OllamaProvider
 from tidegate.providers.openai import OpenAIProvider
 
 _REGISTRY: dict[str, type[Provider]] = {
-    cls.name: cls for cls in (OpenAIProvider, AnythingLLMProvider, DemoProvider)
+    cls.name: cls
+    for cls in (
+        OpenAIProvider,
+        AnthropicProvider,
+        GeminiProvider,
+        OllamaProvider,
+        AnythingLLMProvider,
+        DemoProvider,
+    )
 }
 
 

@@ -28,10 +28,22 @@ from tidegate.events import ChatRequest, Completion, Event
 ConfigProblem = tuple[str, str, str | None]  # (field, problem, fix)
 
 
+class PassthroughFilter(ABC):
+    """Edits a pass-through byte stream (rarely needed; most pass-through forwards as is)."""
+
+    @abstractmethod
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes to forward for this read (possibly fewer, held for the next)."""
+
+    @abstractmethod
+    def flush(self) -> bytes:
+        """Whatever is still held at the end of the stream."""
+
+
 class UpstreamCall:
     """One HTTP request to send upstream, and the request fields it could not carry."""
 
-    __slots__ = ("body", "dropped", "headers", "method", "stream", "url")
+    __slots__ = ("body", "dropped", "filter", "headers", "method", "stream", "url")
 
     def __init__(
         self,
@@ -49,6 +61,7 @@ class UpstreamCall:
         self.stream = stream
         self.method = method
         self.dropped = dropped or []
+        self.filter: PassthroughFilter | None = None
 
 
 class UpstreamResponse(ABC):

@@ -35,6 +35,7 @@ from tidegate.events import (
 )
 from tidegate.providers.base import (
     ConfigProblem,
+    PassthroughFilter,
     Provider,
     StreamParser,
     UpstreamCall,
@@ -76,8 +77,19 @@ class OpenAIProvider(Provider):
 
     def build_passthrough(self, body: dict[str, Any], stream: bool) -> UpstreamCall:
         body["model"] = self.config.upstream_model
+        strip = False
+        if stream:
+            options = body.get("stream_options")
+            if not isinstance(options, dict) or not options.get("include_usage"):
+                # Ask for usage so that no stream is accounted as zero tokens, and remove the
+                # extra chunk again before the client, which did not ask for it, sees it.
+                body["stream_options"] = {**(options or {}), "include_usage": True}
+                strip = True
         headers = self._stream_headers if stream else self._headers
-        return UpstreamCall(self.url, orjson.dumps(body), headers, stream=stream)
+        call = UpstreamCall(self.url, orjson.dumps(body), headers, stream=stream)
+        if strip:
+            call.filter = UsageChunkFilter()
+        return call
 
     def build_call(self, request: ChatRequest) -> UpstreamCall:
         body: dict[str, Any] = {
@@ -120,10 +132,18 @@ class OpenAIProvider(Provider):
             body["response_format"] = {"type": "json_object"}
         if request.reasoning_effort is not None:
             body["reasoning_effort"] = request.reasoning_effort
+        elif request.reasoning_budget is not None:
+            budget = request.reasoning_budget
+            body["reasoning_effort"] = (
+                "low" if budget <= 2048 else "medium" if budget <= 8192 else "high"
+            )
         if request.user is not None:
             body["user"] = request.user
+        dropped = ["top_k"] if request.top_k is not None else []
         headers = self._stream_headers if request.stream else self._headers
-        return UpstreamCall(self.url, orjson.dumps(body), headers, stream=request.stream)
+        return UpstreamCall(
+            self.url, orjson.dumps(body), headers, stream=request.stream, dropped=dropped
+        )
 
     def stream_parser(self, *, side: bool = False) -> StreamParser:
         return OpenAIStreamParser(side=side)
@@ -289,3 +309,44 @@ class OpenAIStreamParser(StreamParser):
         usage = obj.get("usage")
         if isinstance(usage, dict):
             out.append(UsageUpdate(usage_from_openai(usage)))
+
+
+_EVENT = re.compile(rb".*?(?:\r\n\r\n|\n\n|\r\r)", re.DOTALL)
+_USAGE_ONLY = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+
+
+class UsageChunkFilter(PassthroughFilter):
+    """Forwards whole events only, minus the usage-only chunk the gateway asked for itself.
+
+    Bytes after the last event boundary of a read wait for the next read, so that an event is
+    never half forwarded when it turns out to be the one to remove.
+    """
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        buf = self._held + chunk if self._held else chunk
+        if b"\r" in buf:
+            found = [(buf.rfind(b"\n\n"), 2), (buf.rfind(b"\r\n\r\n"), 4), (buf.rfind(b"\r\r"), 2)]
+            end = max((i + n for i, n in found if i >= 0), default=-1)
+        else:
+            end = buf.rfind(b"\n\n")
+            end = end + 2 if end >= 0 else -1
+        if end < 0:
+            self._held = buf
+            return b""
+        out, self._held = buf[:end], buf[end:]
+        if b'"usage"' in out:
+            out = b"".join(e for e in _EVENT.findall(out) if not _is_usage_only(e))
+        return out
+
+    def flush(self) -> bytes:
+        rest, self._held = self._held, b""
+        return rest
+
+
+def _is_usage_only(event: bytes) -> bool:
+    return b'"usage"' in event and _USAGE_ONLY.search(event) is not None
