@@ -144,7 +144,7 @@ def chat_request_from_gemini(body: dict[str, Any], model: str) -> ChatRequest:
                 name = str(response.get("name") or "")
                 ids = pending.get(name) or []
                 call_id = str(response.get("id") or (ids.pop(0) if ids else name))
-                text = orjson.dumps(response.get("response") or {}).decode()
+                text = _result_text(response.get("response"))
                 results.append(
                     Message("tool", [Part("text", text=text)], tool_call_id=call_id, name=name)
                 )
@@ -203,6 +203,15 @@ def chat_request_from_gemini(body: dict[str, Any], model: str) -> ChatRequest:
         reasoning_budget=budget if isinstance(budget, int) and budget > 0 else None,
         dropped=sorted(set(dropped)),
     )
+
+
+def _result_text(response: Any) -> str:
+    """A functionResponse payload as tool-result text: a lone result string as is, else JSON."""
+    if isinstance(response, dict) and len(response) == 1:
+        (value,) = response.values()
+        if isinstance(value, str):
+            return value
+    return orjson.dumps(response or {}).decode()
 
 
 def error_object(err: GatewayError) -> dict[str, Any]:

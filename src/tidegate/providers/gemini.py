@@ -327,6 +327,8 @@ class GeminiStreamParser(StreamParser):
         if self._last is not None and not out:
             self.response(loads_object(self._last, "stream chunk"), out)
             self._last = None
+        # Closing the connection after a finish reason is how a Gemini stream ends.
+        self.done = self.done or self.finished
         return out
 
     def _stray(self, out: list[Event], final: bool = False) -> None:
