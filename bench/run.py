@@ -2,6 +2,7 @@
 
     python bench/run.py nonstream     # small requests, concurrency 1 and 32
     python bench/run.py stream        # 50-chunk streams at concurrency 32
+    python bench/run.py translation   # OpenAI client → Anthropic upstream, beside pass-through
     python bench/run.py all
 
 Figures are printed as Markdown tables; docs/performance.md explains them. Keep the machine
@@ -124,14 +125,14 @@ def stream(b: Bench) -> str:
     )
     via, v_wall, cpu = measure(b.gateway, runner(b.gateway_url(), via_body, concurrency, total))
     rows = []
-    chunks_via = sum(s.chunks for s in via)
     for name, samples, wall in (("direct", direct, d_wall), ("tidegate", via, v_wall)):
         ttfb = [s.ttfb for s in samples if s.ok]
         chunks = sum(s.chunks for s in samples)
         rows.append([name, len(ttfb), median(ttfb) * 1e3, pct(ttfb, 99) * 1e3, chunks / wall])
     d_ttfb = median([s.ttfb for s in direct if s.ok])
     v_ttfb = median([s.ttfb for s in via if s.ok])
-    rows[1] += [(v_ttfb - d_ttfb) * 1e3, cpu / max(1, chunks_via) * 1e6]
+    # CPU per upstream text chunk (50 per stream), the same unit as the translation scenario.
+    rows[1] += [(v_ttfb - d_ttfb) * 1e3, cpu / max(1, len(via) * 50) * 1e6]
     rows[0] += ["", ""]
     return table(
         f"Streaming 50-chunk responses, concurrency {concurrency}",
@@ -148,7 +149,42 @@ def stream(b: Bench) -> str:
     )
 
 
-SCENARIOS: dict[str, Callable[[Bench], str]] = {"nonstream": nonstream, "stream": stream}
+def translation(b: Bench) -> str:
+    """An OpenAI client against an Anthropic-format upstream, beside OpenAI pass-through."""
+    concurrency, total, chunks = 32, 600, 50
+    rows = []
+    for label, model in (
+        ("pass-through (OpenAI → OpenAI)", "oa-c50-d0"),
+        ("translation (OpenAI → Anthropic)", "an-c50-d0"),
+    ):
+        body = {"model": model, "messages": MESSAGES, "stream": True}
+        go(b.gateway_url(), body, concurrency, 100)
+        samples, wall, cpu = measure(b.gateway, runner(b.gateway_url(), body, concurrency, total))
+        ok = [s for s in samples if s.ok]
+        ttfb = [s.ttfb for s in ok]
+        rows.append(
+            [
+                label,
+                len(ok),
+                median(ttfb) * 1e3,
+                len(ok) * chunks / wall,
+                cpu / max(1, len(ok) * chunks) * 1e6,
+            ]
+        )
+    rows[1].append(rows[1][-1] / rows[0][-1])
+    rows[0].append(1.0)
+    return table(
+        f"Translation vs pass-through, {chunks}-chunk streams, concurrency {concurrency}",
+        ["path", "streams", "TTFB p50 ms", "upstream chunks/s", "gw CPU µs/chunk", "CPU ratio"],
+        rows,
+    )
+
+
+SCENARIOS: dict[str, Callable[[Bench], str]] = {
+    "nonstream": nonstream,
+    "stream": stream,
+    "translation": translation,
+}
 
 
 def main() -> None:

@@ -1,0 +1,29 @@
+"""The examples in the documentation work."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from tidegate.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_config_example_is_valid(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"```yaml\n(models:.*?)```", readme, re.DOTALL)
+    assert example is not None
+    path = tmp_path / "example.yaml"
+    path.write_text(example.group(1))
+    names = set(re.findall(r"\$\{(\w+)\}", example.group(1)))
+    env = {
+        name: "http://127.0.0.1:3001" if name.endswith("URL") else f"value-of-{name}"
+        for name in names
+    }
+    config = load_config(path, env)
+    assert config.model_names() == ["deepseek-chat", "kb", "claude", "gemini-flash", "local"]
+    assert config.stream_ask.model == "kb"
+    assert yaml.safe_load(example.group(1))["auth"]["api_keys"] == ["${TIDEGATE_API_KEY}"]
