@@ -311,8 +311,8 @@ class OpenAIStreamParser(StreamParser):
             out.append(UsageUpdate(usage_from_openai(usage)))
 
 
-_EVENT = re.compile(rb".*?(?:\r\n\r\n|\n\n|\r\r)", re.DOTALL)
 _USAGE_ONLY = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+_BOUNDARIES = (b"\r\n\r\n", b"\n\n", b"\r\r")
 
 
 class UsageChunkFilter(PassthroughFilter):
@@ -329,18 +329,13 @@ class UsageChunkFilter(PassthroughFilter):
 
     def feed(self, chunk: bytes) -> bytes:
         buf = self._held + chunk if self._held else chunk
-        if b"\r" in buf:
-            found = [(buf.rfind(b"\n\n"), 2), (buf.rfind(b"\r\n\r\n"), 4), (buf.rfind(b"\r\r"), 2)]
-            end = max((i + n for i, n in found if i >= 0), default=-1)
-        else:
-            end = buf.rfind(b"\n\n")
-            end = end + 2 if end >= 0 else -1
-        if end < 0:
+        end = _after_last_boundary(buf, len(buf))
+        if end == 0:
             self._held = buf
             return b""
         out, self._held = buf[:end], buf[end:]
         if b'"usage"' in out:
-            out = b"".join(e for e in _EVENT.findall(out) if not _is_usage_only(e))
+            out = _without_usage_only_event(out)
         return out
 
     def flush(self) -> bytes:
@@ -348,5 +343,28 @@ class UsageChunkFilter(PassthroughFilter):
         return rest
 
 
-def _is_usage_only(event: bytes) -> bool:
-    return b'"usage"' in event and _USAGE_ONLY.search(event) is not None
+def _after_last_boundary(buf: bytes, end: int) -> int:
+    """The index just after the last event boundary ending at or before `end` (0 if none)."""
+    if b"\r" not in buf:
+        i = buf.rfind(b"\n\n", 0, end)
+        return i + 2 if i >= 0 else 0
+    best = 0
+    for sep in _BOUNDARIES:
+        i = buf.rfind(sep, 0, end)
+        if i >= 0:
+            best = max(best, i + len(sep))
+    return best
+
+
+def _without_usage_only_event(block: bytes) -> bytes:
+    """`block` (whole events) minus the event that carries usage with empty choices, if any."""
+    pos = block.rfind(b'"usage"')
+    start = _after_last_boundary(block, pos)
+    end = _after_last_boundary(block, len(block))
+    following = [i for i in (block.find(sep, pos) for sep in _BOUNDARIES) if i >= 0]
+    if following:
+        first = min(following)
+        end = next(first + len(sep) for sep in _BOUNDARIES if block.startswith(sep, first))
+    if _USAGE_ONLY.search(block, start, end):
+        return block[:start] + block[end:]
+    return block
