@@ -188,6 +188,8 @@ def gateway(
         "stream_ask": {"model": "openai-ok"},
         "auth": {"api_keys": ["${TEST_CLIENT_KEY}"]},
         "limits": {"max_body_bytes": 256 * 1024},
+        # Functional tests hit failing models over and over; cooldown has tests of its own.
+        "routing": {"cooldown": {"enabled": False}},
     }
     process = GatewayProcess(
         config,

@@ -28,11 +28,10 @@ from tidegate.errors import (
     MethodNotAllowed,
     NotFound,
     Unauthorized,
-    UnknownModel,
 )
 from tidegate.logs import log, write_access
-from tidegate.providers import Provider, provider_class
 from tidegate.redact import Redactor
+from tidegate.routing import Router
 
 Handler = Callable[["Gateway", RequestContext, Request, Send], Awaitable[None]]
 ErrorRenderer = Callable[[GatewayError], bytes]
@@ -55,11 +54,7 @@ class Gateway:
     def __init__(self, config: Config):
         self.config = config
         self.redact = Redactor(config.secrets())
-        self._deployments: dict[str, list[Provider]] = {}
-        for model in config.models:
-            self._deployments.setdefault(model.name, []).append(
-                provider_class(model.provider)(model)
-            )
+        self.router = Router(config)
         self.stream_ask_model = config.stream_ask.model or config.models[0].name
         self._keys = [k.get_secret_value().encode() for k in config.auth.api_keys]
         self.max_body = config.limits.max_body_bytes
@@ -75,6 +70,7 @@ class Gateway:
             "/v1/models": {"GET": Route(openai_chat.handle_models, openai_chat.render_error)},
             "/healthz": {"GET": Route(health.healthz, health.render_error, needs_key=False)},
             "/readyz": {"GET": Route(health.readyz, health.render_error, needs_key=False)},
+            "/admin/deployments": {"GET": Route(health.deployments, health.render_error)},
         }
         # Routes whose path carries a parameter, matched by prefix.
         gemini_route = {"POST": Route(gemini.handle, gemini.render_error)}
@@ -87,25 +83,6 @@ class Gateway:
                 if path.startswith(prefix):
                     return candidate
         return methods
-
-    # -- models ----------------------------------------------------------------------------
-
-    def deployments(self, name: str) -> list[Provider]:
-        """Every deployment configured under a model name; 404 if there is none."""
-        found = self._deployments.get(name)
-        if not found:
-            raise UnknownModel(name, list(self._deployments))
-        return found
-
-    def deployment(self, name: str) -> Provider:
-        """The deployment that serves a model name."""
-        return self.deployments(name)[0]
-
-    def note_dropped(self, ctx: RequestContext, dropped: list[str]) -> None:
-        """Name the request fields the upstream cannot carry, in a header and the log."""
-        if dropped:
-            ctx.dropped = dropped
-            ctx.headers_out.append((b"x-tidegate-dropped-fields", ", ".join(dropped).encode()))
 
     @property
     def ready(self) -> bool:
@@ -208,7 +185,7 @@ class Gateway:
             return  # the relay already ended the stream with an in-band error
         ctx.status = err.status
         err.message = self.redact(err.message)
-        headers = list(ctx.headers_out)
+        headers = ctx.response_headers()
         if err.retry_after is not None:
             headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
         if err.status == 401:

@@ -65,6 +65,12 @@ class ModelConfig(_Frozen):
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     timeouts: Timeouts = Timeouts()
     pace: float = Field(default=0.04, ge=0, le=10)
+    # Several entries with one name form a group of deployments of that model.
+    priority: int = 0
+    weight: float = Field(default=1.0, gt=0)
+    retries: int = Field(default=0, ge=0, le=10)
+    max_in_flight: PositiveInt | None = None
+    fallbacks: tuple[str, ...] = ()
 
     @field_validator("name")
     @classmethod
@@ -87,6 +93,28 @@ class ModelConfig(_Frozen):
     def upstream_model(self) -> str:
         """The model id sent upstream (defaults to the client-facing name)."""
         return self.model or self.name
+
+
+class CooldownConfig(_Frozen):
+    """When a failing deployment is skipped, and for how long."""
+
+    enabled: bool = True
+    failures: PositiveInt = 3
+    window: PositiveFloat = 30.0
+    seconds: PositiveFloat = 5.0
+    max_seconds: PositiveFloat = 300.0
+
+
+class RoutingConfig(_Frozen):
+    """Retry, failover and commit policy, shared by every model."""
+
+    max_attempts: PositiveInt = 4
+    budget_seconds: PositiveFloat = 60.0
+    backoff_seconds: PositiveFloat = 0.25
+    max_backoff_seconds: PositiveFloat = 5.0
+    commit_after: PositiveFloat = 15.0
+    ping_interval: PositiveFloat = 15.0
+    cooldown: CooldownConfig = CooldownConfig()
 
 
 class StreamAskConfig(_Frozen):
@@ -122,6 +150,7 @@ class Config(_Frozen):
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     http: HttpConfig = HttpConfig()
+    routing: RoutingConfig = RoutingConfig()
     source: str = "built-in"
 
     def model_names(self) -> list[str]:
@@ -307,6 +336,16 @@ def _check_semantics(config: Config) -> None:
         for field, problem, fix in cls.check_config(m):
             raise ConfigError(f"{where}.{field}", problem, fix)
     names = config.model_names()
+    for i, m in enumerate(config.models):
+        for fallback in m.fallbacks:
+            if fallback not in names:
+                raise ConfigError(
+                    f"models[{i}].fallbacks",
+                    f"names {fallback!r}, which no models: entry defines",
+                    f"use one of: {', '.join(names)}",
+                )
+            if fallback == m.name:
+                raise ConfigError(f"models[{i}].fallbacks", "a model cannot fall back to itself")
     if config.stream_ask.model is not None and config.stream_ask.model not in names:
         raise ConfigError(
             "stream_ask.model",

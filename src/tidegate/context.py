@@ -17,7 +17,9 @@ class RequestContext:
     """Everything known about one request, filled in as it proceeds."""
 
     __slots__ = (
+        "attempts",
         "committed",
+        "deployment",
         "dropped",
         "endpoint",
         "error_code",
@@ -33,6 +35,7 @@ class RequestContext:
         "stream",
         "upstream",
         "usage",
+        "waited",
     )
 
     def __init__(
@@ -57,6 +60,9 @@ class RequestContext:
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.dropped: list[str] = []
+        self.deployment: str | None = None
+        self.attempts = 0
+        self.waited = 0.0  # seconds spent waiting on upstreams (and backoff), not working
         self.headers_out: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
 
     def redact(self, text: str) -> str:
@@ -71,6 +77,21 @@ class RequestContext:
         """The response's first byte is about to leave."""
         if self.first_byte_at is None:
             self.first_byte_at = time.perf_counter()
+
+    def overhead_ms(self) -> float:
+        """Milliseconds the gateway itself has spent so far (upstream waits excluded)."""
+        return max(0.0, (time.perf_counter() - self.start - self.waited) * 1000)
+
+    def response_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers to send with the response: request id, deployment, attempts, overhead."""
+        headers = list(self.headers_out)
+        if self.deployment is not None:
+            headers.append((b"x-tidegate-deployment", self.deployment.encode()))
+            headers.append((b"x-tidegate-attempts", str(self.attempts).encode()))
+            headers.append((b"x-tidegate-overhead-ms", f"{self.overhead_ms():.2f}".encode()))
+        if self.dropped:
+            headers.append((b"x-tidegate-dropped-fields", ", ".join(self.dropped).encode()))
+        return headers
 
     def log_fields(self) -> dict[str, Any]:
         """The structured access-log record of this request."""
@@ -89,6 +110,10 @@ class RequestContext:
             "tokens_in": usage.input_tokens if usage else None,
             "tokens_out": usage.output_tokens if usage else None,
         }
+        if self.deployment is not None:
+            fields["deployment"] = self.deployment
+            fields["attempts"] = self.attempts
+            fields["overhead_ms"] = round(self.overhead_ms(), 2)
         if self.finish_reason:
             fields["finish_reason"] = self.finish_reason
         if self.error_code:

@@ -18,7 +18,8 @@ GatewayError                          status  code
 │   ├── UpstreamTimeout               504     upstream_timeout (connect|first_byte|idle|total)
 │   ├── UpstreamNetworkError          502     upstream_unreachable / upstream_disconnected
 │   ├── UpstreamProtocolError         502     upstream_protocol_error (malformed, truncated)
-│   └── UpstreamStatusError           by upstream status (see below)
+│   ├── UpstreamStatusError           by upstream status (see below)
+│   └── UpstreamUnavailable           503     upstream_unavailable (every deployment cooling down)
 ├── InternalError                     500     internal_error
 └── ConfigError                       start-up only: names the field and the fix
 ```
@@ -177,6 +178,21 @@ class UpstreamStatusError(UpstreamError):
         return self._retry_after
 
 
+class UpstreamUnavailable(UpstreamError):
+    """Every deployment of the model is cooling down after failures; nothing was sent."""
+
+    status = 503
+    code = "upstream_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self._retry_after = retry_after
+
+    @property
+    def retry_after(self) -> float | None:
+        return self._retry_after
+
+
 class InternalError(GatewayError):
     """A bug or a broken invariant inside the gateway."""
 
@@ -216,3 +232,10 @@ def error_fields(err: GatewayError) -> dict[str, Any]:
     if isinstance(err, UpstreamError) and err.upstream_status is not None:
         fields["upstream_status"] = err.upstream_status
     return fields
+
+
+def as_gateway_error(exc: BaseException) -> GatewayError:
+    """Any exception as a member of the tree; unknown ones become internal errors."""
+    if isinstance(exc, GatewayError):
+        return exc
+    return InternalError(f"internal error: {type(exc).__name__}")

@@ -1,36 +1,36 @@
-"""Upstream to client: the only place that awaits the upstream.
+"""Upstream to client: commit, forward, and end every stream properly.
 
-`relay_stream` opens the upstream, reads until its first valid event (so that every failure
-up to then is still a proper HTTP error), commits the 200, then forwards. In pass-through
-mode (same wire format on both sides) each upstream read is forwarded as one write, untouched,
-while a side parser watches for usage, the finish and errors; otherwise the parser's canonical
-events go through the endpoint's encoder. After the commit every failure (network drop, stall
-past the idle timeout, malformed data, an upstream error event, a stream that just stops)
-becomes an in-band error in the endpoint's format followed by its normal end.
+`relay_stream` lets `failover.open_stream` find a deployment whose stream produced a valid
+first event (so every failure up to then is still a proper HTTP error), commits the 200, then
+forwards. In pass-through mode (same wire format on both sides) each upstream read is
+forwarded as one write, untouched, while a side parser watches for usage, the finish and
+errors; otherwise the parser's canonical events go through the endpoint's encoder.
 
-The upstream response is closed in a `finally`, whatever happens, including cancellation
-when the client goes away.
+If no first event arrives within `routing.commit_after` seconds the response commits anyway
+and keeps the connection alive with the encoder's ping (nothing on Gemini, whose SDKs accept
+no comments), while failover goes on unseen. From the commit on, every failure (network drop,
+stall past the idle timeout, malformed data, an upstream error event, a stream that just
+stops, every deployment failing) becomes an in-band error in the endpoint's format followed by
+its normal end.
+
+The upstream response is closed and the deployment's stream slot released in a `finally`,
+whatever happens, including cancellation when the client goes away.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Protocol
 
+from tidegate.config import RoutingConfig
 from tidegate.context import RequestContext
-from tidegate.errors import (
-    GatewayError,
-    InternalError,
-    UpstreamError,
-    UpstreamProtocolError,
-)
-from tidegate.events import Event, Finish, Sources, StreamError, UsageUpdate
+from tidegate.errors import GatewayError, UpstreamError, UpstreamProtocolError, as_gateway_error
+from tidegate.events import Completion, Event, Finish, Sources, StreamError, UsageUpdate
+from tidegate.failover import Opened, Prepare, complete, open_stream
 from tidegate.logs import log
-from tidegate.providers.base import PassthroughFilter, Provider, UpstreamCall, UpstreamResponse
-from tidegate.watchdog import Watchdog
-
-ERROR_BODY_LIMIT = 64 * 1024
-RESPONSE_BODY_LIMIT = 64 * 1024 * 1024
+from tidegate.providers.base import PassthroughFilter
+from tidegate.routing import Router
 
 Send = Any  # the ASGI send callable
 
@@ -65,6 +65,10 @@ class StreamEncoder(Protocol):
 
     content_type: bytes
 
+    @property
+    def ping(self) -> bytes:
+        """A keep-alive the endpoint's clients ignore (empty: send none)."""
+
     def encode(self, events: list[Event]) -> bytes:
         """Canonical events as wire bytes (possibly empty)."""
 
@@ -73,13 +77,6 @@ class StreamEncoder(Protocol):
 
     def end(self, state: StreamState) -> bytes:
         """The stream's final bytes (final event, terminator)."""
-
-
-def as_gateway_error(exc: BaseException) -> GatewayError:
-    """Any exception as a member of the error tree (unknown ones are internal errors)."""
-    if isinstance(exc, GatewayError):
-        return exc
-    return InternalError(f"internal error: {type(exc).__name__}")
 
 
 def stream_headers(content_type: bytes) -> list[tuple[bytes, bytes]]:
@@ -94,105 +91,122 @@ def stream_headers(content_type: bytes) -> list[tuple[bytes, bytes]]:
 
 async def relay_stream(
     ctx: RequestContext,
-    provider: Provider,
-    call: UpstreamCall,
+    router: Router,
+    model: str,
+    prepare: Prepare,
     encoder: StreamEncoder,
     send: Send,
-    *,
-    passthrough: bool,
+    routing: RoutingConfig,
 ) -> None:
-    """Stream one upstream call to the client. Raises `GatewayError` only before the commit."""
-    assert ctx.session is not None
-    dog = Watchdog(provider.timeouts, streaming=True)
-    parser = provider.stream_parser(side=passthrough)
+    """Stream one request. Raises `GatewayError` only when it fails before anything was sent."""
     state = StreamState()
-    response: UpstreamResponse | None = None
+    opened: Opened | None = None
+    keepalive = asyncio.get_running_loop().create_task(_keepalive(ctx, encoder, send, routing))
     try:
         try:
-            response = await provider.open(ctx.session, call)
-            await _check_status(provider, response)
-            pending: list[bytes] = []
-            events: list[Event] = []
-            while not parser.started and not parser.done:
-                chunk = await response.read_chunk()
-                if not chunk:
-                    events += parser.finish()
-                    break
-                pending.append(chunk)
-                events += parser.feed(chunk)
-                if any(isinstance(e, StreamError) for e in events):
-                    break
-            for event in events:
-                if isinstance(event, StreamError):
-                    raise as_gateway_error(event.error)
-            if not parser.started:
-                raise UpstreamProtocolError("upstream ended the stream before sending any event")
-        except asyncio.CancelledError:
-            if dog.cancelled_us():
-                raise dog.error() from None
-            raise
-
+            opened = await open_stream(ctx, router, model, prepare, routing)
+        except GatewayError as err:
+            await _stop(keepalive)
+            if not ctx.committed:
+                raise
+            state.error = err
+            await _finish(ctx, state, encoder, send, skip_end=False)
+            return
+        await _stop(keepalive)
+        ctx.dropped = opened.call.dropped
         ctx.mark_first_byte()
-        ctx.committed = True
-        ctx.status = 200
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": stream_headers(encoder.content_type) + ctx.headers_out,
-            }
-        )
-        state.observe(events)
-        filt = call.filter if passthrough else None
-        first = b"".join(pending) if passthrough else encoder.encode(events)
+        if not ctx.committed:
+            await _commit(ctx, encoder, send)
+        state.observe(opened.events)
+        passthrough = opened.passthrough
+        filt = opened.call.filter if passthrough else None
+        first = b"".join(opened.pending) if passthrough else encoder.encode(opened.events)
         if filt is not None:
             first = filt.feed(first)
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})
-        dog.streaming()
+        opened.dog.streaming()
         try:
-            await _pump(
-                response, parser, encoder, state, dog, send, passthrough, filt, ctx.redact_bytes
-            )
+            await _pump(opened, encoder, state, send, filt, ctx)
         except asyncio.CancelledError:
-            if not dog.cancelled_us():
+            if not opened.dog.cancelled_us():
                 raise
-            state.error = dog.error()
+            state.error = opened.dog.error()
         except GatewayError as err:
             state.error = err
         except Exception as exc:
             log.exception("relay failed after the response began")
             state.error = as_gateway_error(exc)
-        await _finish(ctx, state, encoder, send, skip_end=passthrough and parser.done)
+        if isinstance(state.error, UpstreamError):
+            opened.deployment.health.failure(time.monotonic())
+        await _finish(ctx, state, encoder, send, skip_end=passthrough and opened.parser.done)
     finally:
-        dog.stop()
-        if response is not None:
-            response.close()
+        keepalive.cancel()
+        if opened is not None:
+            opened.dog.stop()
+            opened.response.close()
+            opened.deployment.in_flight -= 1
         ctx.usage = state.usage
         ctx.finish_reason = state.finish_reason
         if state.error is not None:
             ctx.error_code = state.error.code
 
 
-async def _check_status(provider: Provider, response: UpstreamResponse) -> None:
-    if not 200 <= response.status < 300:
-        body = await response.read_body(ERROR_BODY_LIMIT)
-        raise provider.error_from_status(response.status, body, response.retry_after)
-    if "text/html" in response.content_type:
-        raise UpstreamProtocolError("upstream answered with an HTML page instead of its API format")
+async def relay_complete(
+    ctx: RequestContext, router: Router, model: str, prepare: Prepare, routing: RoutingConfig
+) -> tuple[bool, bytes, Completion]:
+    """One whole answer: (pass-through?, raw body, parsed completion)."""
+    deployment, passthrough, raw, completion = await complete(ctx, router, model, prepare, routing)
+    ctx.usage, ctx.finish_reason = completion.usage, completion.finish_reason
+    ctx.upstream = deployment.provider.label
+    return passthrough, raw, completion
+
+
+async def _commit(ctx: RequestContext, encoder: StreamEncoder, send: Send) -> None:
+    ctx.committed = True
+    ctx.status = 200
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": stream_headers(encoder.content_type) + ctx.response_headers(),
+        }
+    )
+
+
+async def _keepalive(
+    ctx: RequestContext, encoder: StreamEncoder, send: Send, routing: RoutingConfig
+) -> None:
+    """Commit after `commit_after` seconds without a first event, then ping now and then."""
+    await asyncio.sleep(routing.commit_after)
+    await _commit(ctx, encoder, send)
+    ping = encoder.ping
+    while ping:
+        await send({"type": "http.response.body", "body": ping, "more_body": True})
+        await asyncio.sleep(routing.ping_interval)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel the keep-alive and wait until it can no longer write."""
+    if not task.done():
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _pump(
-    response: UpstreamResponse,
-    parser: Any,
+    opened: Opened,
     encoder: StreamEncoder,
     state: StreamState,
-    dog: Watchdog,
     send: Send,
-    passthrough: bool,
     filt: PassthroughFilter | None,
-    redact_bytes: Any,
+    ctx: RequestContext,
 ) -> None:
+    response, parser, dog, passthrough = (
+        opened.response,
+        opened.parser,
+        opened.dog,
+        opened.passthrough,
+    )
     while state.error is None and not parser.done:
         dog.begin_wait()
         chunk = await response.read_chunk()
@@ -218,7 +232,7 @@ async def _pump(
         if passthrough:
             if state.error is not None:
                 # The upstream's own error event goes out as it came, minus any secret.
-                chunk = redact_bytes(chunk)
+                chunk = ctx.redact_bytes(chunk)
                 state.error_forwarded = True
             if filt is not None:
                 chunk = filt.feed(chunk) + (filt.flush() if state.error is not None else b"")
@@ -243,24 +257,3 @@ async def _finish(
     if not skip_end:
         tail += encoder.end(state)
     await send({"type": "http.response.body", "body": tail, "more_body": False})
-
-
-async def relay_complete(ctx: RequestContext, provider: Provider, call: UpstreamCall) -> bytes:
-    """Run one non-streaming upstream call and return its body (bounded by connect and total)."""
-    assert ctx.session is not None
-    dog = Watchdog(provider.timeouts, streaming=False)
-    response: UpstreamResponse | None = None
-    try:
-        response = await provider.open(ctx.session, call)
-        await _check_status(provider, response)
-        return await response.read_body(RESPONSE_BODY_LIMIT)
-    except asyncio.CancelledError:
-        if dog.cancelled_us():
-            raise dog.error() from None
-        raise
-    except UpstreamError:
-        raise
-    finally:
-        dog.stop()
-        if response is not None:
-            response.close()

@@ -271,6 +271,7 @@ class AnthropicEncoder:
     """Canonical events to Anthropic Messages stream events."""
 
     content_type = b"text/event-stream; charset=utf-8"
+    ping = b'event: ping\ndata: {"type": "ping"}\n\n'
     __slots__ = (
         "_block",
         "_index",

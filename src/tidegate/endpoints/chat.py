@@ -1,10 +1,10 @@
 """The flow every chat endpoint shares: pass-through or translation, streamed or whole.
 
 An endpoint module validates its own request format, then hands over here with its encoder
-(canonical events to its wire format) and renderer (a whole completion in its format). When the
-model's upstream speaks the endpoint's wire format the body goes upstream as it came (only the
-model replaced) and the answer comes back untouched; otherwise the request is translated
-through the canonical `ChatRequest` and the answer through canonical events.
+(canonical events to its wire format) and renderer (a whole completion in its format). For each
+deployment tried, when the upstream speaks the endpoint's wire format the body goes upstream as
+it came (only the model replaced) and the answer comes back untouched; otherwise the request
+is translated through the canonical `ChatRequest` and the answer through canonical events.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tidegate.asgi import Send, send_bytes
 from tidegate.context import RequestContext
 from tidegate.events import ChatRequest, Completion
+from tidegate.providers.base import Provider, UpstreamCall
 from tidegate.relay import StreamEncoder, relay_complete, relay_stream
 
 if TYPE_CHECKING:
@@ -35,28 +36,28 @@ async def serve_chat(
     render: Callable[[Completion], bytes],
 ) -> None:
     """Serve one chat request. `wire_format=None` means never pass through."""
-    provider = gw.deployment(model)
-    ctx.model, ctx.upstream, ctx.stream = model, provider.label, stream
-    passthrough = wire_format is not None and provider.wire_format == wire_format
-    if passthrough:
-        call = provider.build_passthrough(body, stream)
-    else:
-        chat = canonical()
+    gw.router.group(model)  # 404 before anything else
+    ctx.model, ctx.stream = model, stream
+    translated: list[ChatRequest] = []
+
+    def prepare(provider: Provider) -> tuple[UpstreamCall, bool]:
+        if wire_format is not None and provider.wire_format == wire_format:
+            return provider.build_passthrough(dict(body), stream), True
+        if not translated:
+            translated.append(canonical())
+        chat = translated[0]
         chat.stream = stream
         call = provider.build_call(chat)
         call.dropped = chat.dropped + call.dropped
-    gw.note_dropped(ctx, call.dropped)
+        return call, False
+
     if stream:
-        await relay_stream(ctx, provider, call, encoder, send, passthrough=passthrough)
+        await relay_stream(ctx, gw.router, model, prepare, encoder, send, gw.config.routing)
         return
-    raw = await relay_complete(ctx, provider, call)
-    if passthrough:
-        completion = provider.usage_of_body(raw)
-        out = raw
-    else:
-        completion = provider.parse_completion(raw)
-        out = render(completion)
-    ctx.usage, ctx.finish_reason = completion.usage, completion.finish_reason
+    passthrough, raw, completion = await relay_complete(
+        ctx, gw.router, model, prepare, gw.config.routing
+    )
+    out = raw if passthrough else render(completion)
     ctx.status = 200
     ctx.mark_first_byte()
-    await send_bytes(send, 200, out, headers=ctx.headers_out)
+    await send_bytes(send, 200, out, headers=ctx.response_headers())

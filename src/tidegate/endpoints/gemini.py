@@ -271,6 +271,7 @@ def render_response(c: Completion, model: str, request_id: str) -> bytes:
 class GeminiEncoder:
     """Canonical events to Gemini stream chunks (SSE, or one JSON array)."""
 
+    ping = b""  # python-genai fails on anything but data lines, so nothing keeps it alive
     __slots__ = ("_calls", "_model", "_opened", "_request_id", "_sse", "content_type")
 
     def __init__(self, model: str, request_id: str, *, sse: bool):

@@ -1,7 +1,8 @@
-"""`GET /healthz` (the process is alive) and `GET /readyz` (config loaded, client pool up)."""
+"""Operations endpoints: `/healthz` (alive), `/readyz` (ready), `/admin/deployments` (health)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import orjson
@@ -24,8 +25,18 @@ async def readyz(gw: Gateway, ctx: RequestContext, request: Request, send: Send)
     """200 once the configuration is loaded and the upstream client pool is open, else 503."""
     ready = gw.ready
     ctx.status = 200 if ready else 503
-    body = {"status": "ready" if ready else "not ready", "models": len(gw.config.model_names())}
+    body = {"status": "ready" if ready else "not ready", "models": len(gw.router.groups)}
     await send_bytes(send, ctx.status, orjson.dumps(body), headers=ctx.headers_out)
+
+
+async def deployments(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> None:
+    """Every deployment's health, open streams and cooldown; the process's task count."""
+    body = {
+        "deployments": gw.router.snapshot(),
+        "tasks": len(asyncio.all_tasks()),
+    }
+    ctx.status = 200
+    await send_bytes(send, 200, orjson.dumps(body), headers=ctx.headers_out)
 
 
 def render_error(err: GatewayError) -> bytes:

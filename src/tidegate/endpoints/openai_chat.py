@@ -85,8 +85,8 @@ async def handle_chat(gw: Gateway, ctx: RequestContext, request: Request, send: 
 async def handle_models(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> None:
     """List the configured model names in OpenAI's format."""
     data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": gw.deployments(name)[0].name}
-        for name in gw.config.model_names()
+        {"id": name, "object": "model", "created": 0, "owned_by": group[0].provider.name}
+        for name, group in gw.router.groups.items()
     ]
     ctx.status = 200
     await send_bytes(
@@ -280,6 +280,7 @@ class OpenAIChatEncoder:
     """Canonical events to `chat.completion.chunk` events."""
 
     content_type = b"text/event-stream; charset=utf-8"
+    ping = b": ping\n\n"  # safe: this stream never sends `id:` (protocols reference §2.5)
     __slots__ = ("_finish_sent", "_head", "_include_usage", "_role_sent", "_tools_seen")
 
     def __init__(self, model: str, include_usage: bool, request_id: str):

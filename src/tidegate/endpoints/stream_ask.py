@@ -28,6 +28,7 @@ from tidegate.events import (
     Sources,
     TextDelta,
 )
+from tidegate.providers.base import Provider, UpstreamCall
 from tidegate.relay import StreamState, relay_stream
 from tidegate.sse import encode_event
 
@@ -51,7 +52,7 @@ async def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send)
     mode = _optional_str(fields, "mode")
     if mode is not None and mode not in MODES:
         raise InvalidRequest(f"'mode' must be one of {', '.join(MODES)}; got {mode!r}")
-    provider = gw.deployment(model)
+    gw.router.group(model)  # 404 before anything else
     chat = ChatRequest(
         model=model,
         messages=[Message("user", [Part("text", text=question)])],
@@ -60,10 +61,12 @@ async def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send)
         session_id=session_id,
         mode=mode,
     )
-    call = provider.build_call(chat)
-    ctx.model, ctx.upstream, ctx.stream = model, provider.label, True
-    gw.note_dropped(ctx, call.dropped)
-    await relay_stream(ctx, provider, call, StreamAskEncoder(), send, passthrough=False)
+    ctx.model, ctx.stream = model, True
+
+    def prepare(provider: Provider) -> tuple[UpstreamCall, bool]:
+        return provider.build_call(chat), False
+
+    await relay_stream(ctx, gw.router, model, prepare, StreamAskEncoder(), send, gw.config.routing)
 
 
 def read_fields(request: Request) -> dict[str, Any]:
@@ -116,6 +119,7 @@ class StreamAskEncoder:
     """Canonical events to the /stream-ask event stream."""
 
     content_type = b"text/event-stream; charset=utf-8"
+    ping = b": ping\n\n"
     __slots__ = ("_seq",)
 
     def __init__(self) -> None:
