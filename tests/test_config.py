@@ -199,3 +199,14 @@ def test_dotenv_in_working_directory_configures_serve(tmp_path: Path, start_gate
         headers={"Authorization": "Bearer from-dotenv-key-77"},
     )
     assert ok.status_code == 200
+
+
+def test_announced_address_accepts_connections_at_once(start_gateway: Any) -> None:
+    """A client that connects the moment the address is printed must not be refused."""
+    import socket
+
+    gw = start_gateway(None)
+    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")

@@ -115,6 +115,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listen now, so that connections made as soon as the address is announced wait in the
+    # backlog for the server instead of being refused.
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 

@@ -87,6 +87,7 @@ class RequestContext:
         headers = list(self.headers_out)
         if self.deployment is not None:
             headers.append((b"x-tidegate-deployment", self.deployment.encode()))
+        if self.attempts:
             headers.append((b"x-tidegate-attempts", str(self.attempts).encode()))
             headers.append((b"x-tidegate-overhead-ms", f"{self.overhead_ms():.2f}".encode()))
         if self.dropped:
@@ -112,6 +113,7 @@ class RequestContext:
         }
         if self.deployment is not None:
             fields["deployment"] = self.deployment
+        if self.attempts:
             fields["attempts"] = self.attempts
             fields["overhead_ms"] = round(self.overhead_ms(), 2)
         if self.finish_reason:
