@@ -19,6 +19,7 @@ response connection closed.
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,13 @@ TOOL_CALLS = [
     ("call_t2", "get_time", {"tz": "Europe/Paris"}, ['{"tz": ', '"Europe/Paris"}']),
 ]
 T_INPUT, T_OUTPUT = 30, 12
+
+# What a `chaos*` scenario does, drawn per request: half succeed, the rest fail in every way.
+CHAOS = ["ok"] * 14 + [
+    "status_500", "status_503", "status_429_bare", "reset", "error_first", "html", "slow_headers",
+    "slow_first_event", "drop_mid", "stall_mid", "error_mid", "truncated", "malformed_mid",
+    "split_utf8",
+]  # fmt: skip
 
 MISBEHAVIOURS = {
     "status_400",
@@ -79,6 +87,7 @@ class Recorded:
     headers: dict[str, str]
     body: Any
     query: dict[str, str] = field(default_factory=dict)
+    behaviour: str = ""
     started: float = field(default_factory=time.monotonic)
     closed_at: float | None = None
     completed: bool = False
@@ -90,6 +99,7 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.port = 0
+        self.rng = random.Random(20261123)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -169,7 +179,13 @@ class FakeUpstream:
             if request.headers.get(header) != expected:
                 return _json(fmt.auth_status, fmt.http_error(fmt.auth_status, "invalid key"))
             is_stream = fmt.is_stream() if stream is None else stream
-            return await _serve(request, rec, fmt, is_stream)
+            if rec.scenario.startswith("chaos"):
+                rec.behaviour = self.rng.choice(CHAOS)
+            try:
+                return await _serve(request, rec, fmt, is_stream)
+            finally:
+                if rec.closed_at is None and not rec.completed:
+                    rec.closed_at = time.monotonic()  # cancelled: the gateway hung up
 
         return handle
 
@@ -177,12 +193,17 @@ class FakeUpstream:
 async def _serve(
     request: web.Request, rec: Recorded, fmt: Format, stream: bool
 ) -> web.StreamResponse:
-    s = rec.scenario
+    s = rec.behaviour or rec.scenario
+    if s == "reset":  # the connection dies before any response
+        assert request.transport is not None
+        request.transport.abort()
+        rec.closed_at = time.monotonic()
+        return web.Response()
     kind = s if s in ("tools", "reasoning") else "ok"
     if s.startswith("status_") or s == "leaky_401":
         status = 401 if s == "leaky_401" else int(s.split("_")[1])
         message = f"Incorrect API key provided: {API_KEY}" if s == "leaky_401" else f"fake {status}"
-        headers = {"Retry-After": "7"} if status == 429 else None
+        headers = {"Retry-After": "7"} if status == 429 and not s.endswith("_bare") else None
         return _json(status, fmt.http_error(status, message), headers)
     if s == "html":
         return web.Response(

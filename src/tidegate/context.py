@@ -30,6 +30,7 @@ class RequestContext:
         "redactor",
         "request_id",
         "session",
+        "skipped",
         "start",
         "status",
         "stream",
@@ -62,6 +63,7 @@ class RequestContext:
         self.dropped: list[str] = []
         self.deployment: str | None = None
         self.attempts = 0
+        self.skipped = 0  # deployments passed over: cooling down or at their limit
         self.waited = 0.0  # seconds spent waiting on upstreams (and backoff), not working
         self.headers_out: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
 
@@ -116,6 +118,8 @@ class RequestContext:
         if self.attempts:
             fields["attempts"] = self.attempts
             fields["overhead_ms"] = round(self.overhead_ms(), 2)
+        if self.skipped:
+            fields["skipped"] = self.skipped
         if self.finish_reason:
             fields["finish_reason"] = self.finish_reason
         if self.error_code:

@@ -126,9 +126,11 @@ async def _failover(
         now = time.monotonic()
         if not deployment.health.available(now):
             skipped_cooling.append(deployment)
+            ctx.skipped += 1
             continue
         if deployment.saturated:
             skipped_busy = True
+            ctx.skipped += 1
             continue
         for n in range(1 + deployment.config.retries):
             elapsed = time.monotonic() - start
@@ -138,8 +140,10 @@ async def _failover(
                 delay = _backoff(n, routing, getattr(last, "retry_after", None))
                 delay = min(delay, routing.budget_seconds - elapsed)
                 waited = time.perf_counter()
-                await asyncio.sleep(delay)
-                ctx.waited += time.perf_counter() - waited
+                try:
+                    await asyncio.sleep(delay)
+                finally:
+                    ctx.waited += time.perf_counter() - waited
                 if not deployment.health.available(time.monotonic()):
                     break
             ctx.attempts += 1
@@ -200,8 +204,10 @@ async def _send(
     assert ctx.session is not None
     provider = deployment.provider
     t0 = time.perf_counter()
-    response = await provider.open(ctx.session, call)
-    ctx.waited += time.perf_counter() - t0
+    try:
+        response = await provider.open(ctx.session, call)
+    finally:
+        ctx.waited += time.perf_counter() - t0
     if not 200 <= response.status < 300:
         try:
             body = await response.read_body(ERROR_BODY_LIMIT)
@@ -228,8 +234,10 @@ async def _attempt_stream(
         parser = opened.parser
         while not parser.started and not parser.done:
             t0 = time.perf_counter()
-            chunk = await response.read_chunk()
-            ctx.waited += time.perf_counter() - t0
+            try:
+                chunk = await response.read_chunk()
+            finally:
+                ctx.waited += time.perf_counter() - t0
             if not chunk:
                 opened.events += parser.finish()
                 break
@@ -266,8 +274,10 @@ async def _attempt_whole(
     try:
         response = await _send(ctx, deployment, call)
         t0 = time.perf_counter()
-        raw = await response.read_body(RESPONSE_BODY_LIMIT)
-        ctx.waited += time.perf_counter() - t0
+        try:
+            raw = await response.read_body(RESPONSE_BODY_LIMIT)
+        finally:
+            ctx.waited += time.perf_counter() - t0
     except asyncio.CancelledError:
         if dog.cancelled_us():
             raise dog.error() from None
