@@ -151,7 +151,7 @@ def start_gateway(
         "--port",
         "0",
         "--log-level",
-        "warning",
+        "info",
         "--workers",
         str(workers),
         *extra_args,

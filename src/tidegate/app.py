@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
+import os
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
@@ -29,7 +30,7 @@ from tidegate.errors import (
     NotFound,
     Unauthorized,
 )
-from tidegate.logs import log, write_access
+from tidegate.logs import AccessLog, log
 from tidegate.redact import Redactor
 from tidegate.routing import Router
 
@@ -54,10 +55,14 @@ class Gateway:
     def __init__(self, config: Config):
         self.config = config
         self.redact = Redactor(config.secrets())
+        self.access_log = AccessLog(self.redact)
         self.router = Router(config)
         self.stream_ask_model = config.stream_ask.model or config.models[0].name
         self._keys = [k.get_secret_value().encode() for k in config.auth.api_keys]
         self.max_body = config.limits.max_body_bytes
+        # Request ids: a random per-process prefix and a counter (unique, and cheap to make).
+        self._id_prefix = os.urandom(5).hex()
+        self._id_counter = itertools.count(1)
         self.session: aiohttp.ClientSession | None = None
         self._routes: dict[str, dict[str, Route]] = {
             "/stream-ask": {"POST": Route(stream_ask.handle, stream_ask.render_error)},
@@ -92,7 +97,8 @@ class Gateway:
     # -- lifespan ---------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Create the process's pooled upstream HTTP client."""
+        """Create the process's pooled upstream HTTP client and start the access log."""
+        self.access_log.start()
         http = self.config.http
         connector = aiohttp.TCPConnector(
             limit=http.pool_size,
@@ -104,13 +110,15 @@ class Gateway:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
             headers={"User-Agent": f"tidegate/{__version__}"},
+            cookie_jar=aiohttp.DummyCookieJar(),  # upstream APIs set no cookies we should keep
             raise_for_status=False,
         )
 
     async def shutdown(self) -> None:
-        """Close the HTTP client and its pooled connections."""
+        """Close the HTTP client and its pooled connections; flush the access log."""
         if self.session is not None:
             await self.session.close()
+        self.access_log.close()
 
     # -- ASGI -------------------------------------------------------------------------------
 
@@ -139,7 +147,10 @@ class Gateway:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope)
         incoming = request.headers.get("x-request-id", "")
-        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(12)
+        if incoming and _REQUEST_ID.fullmatch(incoming):
+            request_id = incoming
+        else:
+            request_id = f"{self._id_prefix}{next(self._id_counter):014x}"
         ctx = RequestContext(request_id, request.path, self.session, self.redact)
         methods = self._route(request.path)
         route = methods.get(request.method) if methods else None
@@ -175,7 +186,7 @@ class Gateway:
         finally:
             if watcher is not None:
                 watcher.done()
-            write_access(ctx.log_fields(), self.redact)
+            self.access_log.write(ctx.log_fields())
 
     async def _send_error(
         self, ctx: RequestContext, err: GatewayError, render: ErrorRenderer, send: Send

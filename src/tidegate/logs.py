@@ -1,15 +1,19 @@
-"""Logging: one JSON line per request, written off the event loop.
+"""Logging, written off the event loop: one JSON line per request, and the rest.
 
-Handlers write to stderr from a `QueueListener` thread, so a slow terminal or pipe never
-blocks the event loop; the loop only enqueues the formatted record.
+Access lines do not go through the `logging` machinery, which costs more than the relay of a
+small request: the loop serializes the record with orjson and enqueues the bytes, and a writer
+thread writes whatever has queued up in one `write` to stderr. Other messages (start-up,
+errors) use `logging`, routed through a `QueueListener` thread for the same reason.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import queue
 import sys
+import threading
 from typing import Any
 
 import orjson
@@ -35,7 +39,54 @@ def setup_logging(level: str = "info") -> logging.handlers.QueueListener:
     return listener
 
 
-def write_access(fields: dict[str, Any], redact: Redactor) -> None:
-    """Write one request's record, with every configured secret removed."""
-    if access_log.isEnabledFor(logging.INFO):
-        access_log.info(redact(orjson.dumps(fields).decode()))
+class AccessLog:
+    """Writes one JSON line per request to stderr from a thread, secrets removed."""
+
+    def __init__(self, redact: Redactor, fd: int | None = None):
+        self._redact = redact
+        self._fd = sys.stderr.fileno() if fd is None else fd
+        self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.enabled = access_log.isEnabledFor(logging.INFO)
+
+    def start(self) -> None:
+        """Start the writer thread (if access logging is enabled)."""
+        if self.enabled and self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="tidegate-access-log", daemon=True
+            )
+            self._thread.start()
+
+    def write(self, fields: dict[str, Any]) -> None:
+        """Queue one record; never blocks."""
+        if self._thread is not None:
+            self._lines.put(self._redact.bytes(orjson.dumps(fields)) + b"\n")
+
+    def close(self) -> None:
+        """Write what is queued and stop the thread."""
+        if self._thread is not None:
+            self._lines.put(None)
+            self._thread.join(5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            line = self._lines.get()
+            batch = []
+            while line is not None:
+                batch.append(line)
+                if len(batch) >= 512:
+                    break
+                try:
+                    line = self._lines.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                data = b"".join(batch)
+                try:
+                    while data:
+                        data = data[os.write(self._fd, data) :]
+                except OSError:
+                    pass  # stderr closed: nothing sensible left to do with the line
+            if line is None:
+                return

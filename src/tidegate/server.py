@@ -45,6 +45,7 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
         "log_config": None,
         "access_log": False,
         "server_header": False,
+        "proxy_headers": False,  # client addresses are not used; skip the middleware
         "timeout_graceful_shutdown": 10,
     }
     try:

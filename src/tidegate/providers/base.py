@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from tidegate.config import ModelConfig
 from tidegate.errors import (
@@ -127,6 +128,7 @@ class Provider(ABC):
             sock_connect=config.timeouts.connect,
             sock_read=None,
         )
+        self._urls: dict[str, URL] = {}  # parsed once: URL parsing is a visible per-call cost
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> Iterable[ConfigProblem]:
@@ -171,10 +173,13 @@ class Provider(ABC):
 
     async def open(self, session: aiohttp.ClientSession, call: UpstreamCall) -> UpstreamResponse:
         """Send the call and return once the upstream's status and headers have arrived."""
+        url = self._urls.get(call.url)
+        if url is None:
+            url = self._urls[call.url] = URL(call.url)
         try:
             response = await session.request(
                 call.method,
-                call.url,
+                url,
                 data=call.body,
                 headers=call.headers,
                 timeout=self._client_timeout,
