@@ -80,7 +80,7 @@ class SSEDecoder:
     @property
     def has_pending(self) -> bool:
         """True when bytes or an unfinished event are waiting for more input."""
-        return bool(self._buf or self._data or self._event)
+        return bool(self._buf or self._data or self._event or self._cr_pending)
 
     def decode(self, chunk: bytes) -> list[SSEEvent]:
         """Feed one network read; return the events it completes, in order."""
@@ -156,6 +156,21 @@ class SSEDecoder:
                 self._retry = int(value)
         elif self.keep_stray:
             self.stray_lines.append(line)
+
+
+def skip_plain_events(decoder: SSEDecoder, chunk: bytes, marker: int) -> bytes:
+    """The part of `chunk` a side parser must decode, given where its first marker is (-1: none).
+
+    When the decoder holds nothing and the read is LF-framed, the whole events before the one
+    holding the marker cannot matter and are skipped without decoding (a pass-through relay
+    forwards them untouched anyway). Otherwise the chunk is returned whole.
+    """
+    if decoder.has_pending or b"\r" in chunk:
+        return chunk
+    if marker < 0:
+        return b"" if chunk.endswith(b"\n\n") else chunk
+    cut = chunk.rfind(b"\n\n", 0, marker)
+    return chunk[cut + 2 :] if cut >= 0 else chunk
 
 
 class NDJSONDecoder:

@@ -42,7 +42,7 @@ from tidegate.providers.base import (
     loads_object,
     status_for_error_type,
 )
-from tidegate.sse import SSEDecoder
+from tidegate.sse import SSEDecoder, skip_plain_events
 
 API_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -290,6 +290,12 @@ class AnthropicStreamParser(StreamParser):
         self.done = False
 
     def feed(self, chunk: bytes) -> list[Event]:
+        if self._side and self.started:
+            # Only message_* and error events matter to a side parser.
+            found = [i for i in (chunk.find(b"message_"), chunk.find(b"error")) if i >= 0]
+            chunk = skip_plain_events(self._decoder, chunk, min(found, default=-1))
+            if not chunk:
+                return []
         out: list[Event] = []
         for sse in self._decoder.decode(chunk):
             name = sse.event

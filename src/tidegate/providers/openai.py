@@ -42,9 +42,10 @@ from tidegate.providers.base import (
     loads_object,
     status_for_error_type,
 )
-from tidegate.sse import SSEDecoder
+from tidegate.sse import SSEDecoder, skip_plain_events
 
 _FINISH_SET = re.compile(r'"finish_reason"\s*:\s*"')
+_FINISH_SET_BYTES = re.compile(rb'"finish_reason"\s*:\s*"')
 _REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
 
 
@@ -234,6 +235,21 @@ def completion_from_openai(data: dict[str, Any]) -> Completion:
     )
 
 
+def _side_marker(chunk: bytes) -> int:
+    """Where the first thing a side parser needs (end, usage, error, finish) starts; -1: none."""
+    best = -1
+    for needle in (b"[DONE]", b'"usage"', b'"error"'):
+        i = chunk.find(needle)
+        if i >= 0 and (best < 0 or i < best):
+            best = i
+    # Every chunk says "finish_reason":null; only a non-null one is worth a regex search.
+    if chunk.count(b'"finish_reason"') != chunk.count(b'"finish_reason":null'):
+        match = _FINISH_SET_BYTES.search(chunk)
+        if match and (best < 0 or match.start() < best):
+            best = match.start()
+    return best
+
+
 class OpenAIStreamParser(StreamParser):
     """`chat.completion.chunk` events to canonical events."""
 
@@ -253,6 +269,10 @@ class OpenAIStreamParser(StreamParser):
         return self.done or self.finished
 
     def feed(self, chunk: bytes) -> list[Event]:
+        if self._side and self.started:
+            chunk = skip_plain_events(self._decoder, chunk, _side_marker(chunk))
+            if not chunk:
+                return []
         out: list[Event] = []
         for sse in self._decoder.decode(chunk):
             data = sse.data
