@@ -290,12 +290,25 @@ class AnthropicStreamParser(StreamParser):
         self.done = False
 
     def feed(self, chunk: bytes) -> list[Event]:
-        if self._side and self.started:
-            # Only message_* and error events matter to a side parser.
-            found = [i for i in (chunk.find(b"message_"), chunk.find(b"error")) if i >= 0]
-            chunk = skip_plain_events(self._decoder, chunk, min(found, default=-1))
-            if not chunk:
-                return []
+        if self._side:
+            if self.started:
+                # Only message_* and error events matter to a side parser.
+                found = [i for i in (chunk.find(b"message_"), chunk.find(b"error")) if i >= 0]
+                chunk = skip_plain_events(self._decoder, chunk, min(found, default=-1))
+                if not chunk:
+                    return []
+            else:
+                cut = chunk.find(b"\n\n") + 2  # message_start decides the commit; see OpenAI's
+                if 2 <= cut < len(chunk) and b"\r" not in chunk:
+                    first = self._decode(chunk[:cut])
+                    return (
+                        first + self.feed(chunk[cut:])
+                        if self.started
+                        else first + self._decode(chunk[cut:])
+                    )
+        return self._decode(chunk)
+
+    def _decode(self, chunk: bytes) -> list[Event]:
         out: list[Event] = []
         for sse in self._decoder.decode(chunk):
             name = sse.event

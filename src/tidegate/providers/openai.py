@@ -269,10 +269,25 @@ class OpenAIStreamParser(StreamParser):
         return self.done or self.finished
 
     def feed(self, chunk: bytes) -> list[Event]:
-        if self._side and self.started:
-            chunk = skip_plain_events(self._decoder, chunk, _side_marker(chunk))
-            if not chunk:
-                return []
+        if self._side:
+            if self.started:
+                chunk = skip_plain_events(self._decoder, chunk, _side_marker(chunk))
+                if not chunk:
+                    return []
+            else:
+                # A fast upstream's first read may hold the whole answer: parse the first event
+                # fully (it decides the commit), and let the rest take the side path.
+                cut = chunk.find(b"\n\n") + 2
+                if 2 <= cut < len(chunk) and b"\r" not in chunk:
+                    first = self._decode(chunk[:cut])
+                    return (
+                        first + self.feed(chunk[cut:])
+                        if self.started
+                        else first + self._decode(chunk[cut:])
+                    )
+        return self._decode(chunk)
+
+    def _decode(self, chunk: bytes) -> list[Event]:
         out: list[Event] = []
         for sse in self._decoder.decode(chunk):
             data = sse.data
