@@ -1,22 +1,33 @@
-"""tidegate benchmarks: each scenario measures the gateway against the upstream directly.
+"""tidegate benchmarks: each scenario measures the gateway beside baselines in the same run.
 
-    python bench/run.py nonstream     # small requests, concurrency 1 and 32
+    python bench/run.py nonstream     # small requests at concurrency 1 and 32
     python bench/run.py stream        # 50-chunk streams at concurrency 32
+    python bench/run.py concurrent    # 200 streams of 20 chunks 50 ms apart: TTFB and jitter
+    python bench/run.py memory        # 1,000 open slow streams: memory per stream
     python bench/run.py translation   # OpenAI client → Anthropic upstream, beside pass-through
-    python bench/run.py all
+    python bench/run.py workers       # --workers 2 against --workers 1
+    python bench/run.py soak --seconds 600   # mixed traffic: memory after warm-up and at the end
+    python bench/run.py all           # everything but soak
 
-Figures are printed as Markdown tables; docs/performance.md explains them. Keep the machine
-otherwise idle; compare ratios within one run rather than absolute numbers across runs.
+Baselines: `direct` is the fake upstream itself; `floor` is bench/floor.py, the same proxying
+done by a bare uvicorn + aiohttp app with no gateway logic (the cost of the stack alone).
+CPU figures are the process's own user+system time over the measured window, the median of
+`--repeat` runs. Figures are Markdown tables; docs/performance.md explains them. Compare
+ratios within one run: absolute numbers move with the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -33,109 +44,132 @@ from bench.harness import (
 )
 
 SHAPES = [(1, 0), (50, 0), (20, 50), (2000, 100)]
+REPEAT = 3
 
 
 class Bench:
-    """One upstream and one gateway shared by the scenarios of a run."""
+    """One upstream, one gateway, and floor proxies started on demand, shared by scenarios."""
 
     def __init__(self, workers: int = 1):
         self.upstream = start_upstream()
         self.gateway = start_gateway(self.upstream.port, SHAPES, workers=workers)
+        self._floors: dict[tuple[int, int], Proc] = {}
 
-    def direct_url(self, chunks: int, delay: int) -> str:
+    def url(self, target: str, chunks: int, delay: int) -> tuple[str, str, Proc]:
+        """(URL, model name, process) of a target for a response shape."""
+        if target == "direct":
+            return self._shape_url(chunks, delay), "bench", self.upstream
+        if target == "floor":
+            floor = self._floor(chunks, delay)
+            return f"http://127.0.0.1:{floor.port}/", "bench", floor
+        return (
+            f"http://127.0.0.1:{self.gateway.port}/v1/chat/completions",
+            f"oa-c{chunks}-d{delay}",
+            self.gateway,
+        )
+
+    def _shape_url(self, chunks: int, delay: int) -> str:
         return f"http://127.0.0.1:{self.upstream.port}/c{chunks}/d{delay}/v1/chat/completions"
 
-    def gateway_url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway.port}/v1/chat/completions"
+    def _floor(self, chunks: int, delay: int) -> Proc:
+        if (chunks, delay) not in self._floors:
+            cmd = [
+                sys.executable,
+                str(Path(__file__).parent / "floor.py"),
+                "--upstream",
+                self._shape_url(chunks, delay),
+            ]
+            self._floors[(chunks, delay)] = Proc(cmd, r"listening on (\d+)")
+        return self._floors[(chunks, delay)]
 
     def close(self) -> None:
-        self.gateway.stop()
-        self.upstream.stop()
+        for proc in [self.gateway, self.upstream, *self._floors.values()]:
+            proc.stop()
 
 
-def measure(proc: Proc, run: Callable[[], list[Sample]]) -> tuple[list[Sample], float, float]:
-    """Run, returning samples, wall seconds and the process's CPU seconds over the run."""
-    cpu0, t0 = proc.cpu_seconds(), time.perf_counter()
-    samples = run()
-    return samples, time.perf_counter() - t0, proc.cpu_seconds() - cpu0
-
-
-def go(url: str, payload: dict[str, object], concurrency: int, total: int) -> list[Sample]:
+def go(url: str, payload: dict[str, Any], concurrency: int, total: int) -> list[Sample]:
     return asyncio.run(load(url, payload, concurrency=concurrency, total=total))
 
 
-def runner(
-    url: str, payload: dict[str, object], concurrency: int, total: int
-) -> Callable[[], list[Sample]]:
-    return lambda: go(url, payload, concurrency, total)
+def measure(
+    proc: Proc,
+    url: str,
+    payload: dict[str, Any],
+    concurrency: int,
+    total: int,
+    repeat: int = REPEAT,
+) -> tuple[list[Sample], float, float]:
+    """Samples and wall time of the last run, and the median over `repeat` runs of the
+    process's CPU seconds per successful request."""
+    go(url, payload, concurrency, max(100, total // 10))  # warm-up
+    cpus = []
+    samples: list[Sample] = []
+    wall = 0.0
+    for _ in range(repeat):
+        cpu0, t0 = proc.cpu_seconds(), time.perf_counter()
+        samples = go(url, payload, concurrency, total)
+        wall = time.perf_counter() - t0
+        cpus.append((proc.cpu_seconds() - cpu0) / max(1, sum(s.ok for s in samples)))
+    return samples, wall, statistics.median(cpus)
 
 
 def nonstream(b: Bench) -> str:
     rows = []
     for concurrency, total in ((1, 1500), (32, 6000)):
-        direct_body = {"model": "bench", "messages": MESSAGES}
-        via_body = {"model": "oa-c1-d0", "messages": MESSAGES}
-        go(b.direct_url(1, 0), direct_body, concurrency, 300)  # warm-up
-        go(b.gateway_url(), via_body, concurrency, 300)
-        direct, d_wall, _ = measure(
-            b.upstream, runner(b.direct_url(1, 0), direct_body, concurrency, total)
-        )
-        via, v_wall, cpu = measure(b.gateway, runner(b.gateway_url(), via_body, concurrency, total))
-        d_lat = [s.latency for s in direct if s.ok]
-        v_lat = [s.latency for s in via if s.ok]
-        rows.append(
-            [
-                "direct",
-                concurrency,
-                len(d_lat),
-                len(d_lat) / d_wall,
-                median(d_lat) * 1e3,
-                pct(d_lat, 99) * 1e3,
-                "",
-                "",
-            ]
-        )
-        rows.append(
-            [
-                "tidegate",
-                concurrency,
-                len(v_lat),
-                len(v_lat) / v_wall,
-                median(v_lat) * 1e3,
-                pct(v_lat, 99) * 1e3,
-                (median(v_lat) - median(d_lat)) * 1e3,
-                cpu / max(1, len(via)) * 1e3,
-            ]
-        )
+        base = 0.0
+        for target in ("direct", "floor", "tidegate"):
+            url, model, proc = b.url(target, 1, 0)
+            samples, wall, cpu = measure(
+                proc, url, {"model": model, "messages": MESSAGES}, concurrency, total
+            )
+            lat = [s.latency for s in samples if s.ok]
+            if target == "direct":
+                base = median(lat)
+            rows.append(
+                [
+                    target,
+                    concurrency,
+                    len(lat),
+                    len(lat) / wall,
+                    median(lat) * 1e3,
+                    pct(lat, 99) * 1e3,
+                    "" if target == "direct" else (median(lat) - base) * 1e3,
+                    "" if target == "direct" else cpu * 1e3,
+                ]
+            )
     return table(
         "Non-streaming small requests",
-        ["target", "conc", "ok", "req/s", "p50 ms", "p99 ms", "added p50 ms", "gw CPU ms/req"],
+        ["target", "conc", "ok", "req/s", "p50 ms", "p99 ms", "added p50 ms", "CPU ms/req"],
         rows,
     )
 
 
 def stream(b: Bench) -> str:
-    concurrency, total = 32, 600
-    direct_body = {"model": "bench", "messages": MESSAGES, "stream": True}
-    via_body = {"model": "oa-c50-d0", "messages": MESSAGES, "stream": True}
-    go(b.direct_url(50, 0), direct_body, concurrency, 100)
-    go(b.gateway_url(), via_body, concurrency, 100)
-    direct, d_wall, _ = measure(
-        b.upstream, runner(b.direct_url(50, 0), direct_body, concurrency, total)
-    )
-    via, v_wall, cpu = measure(b.gateway, runner(b.gateway_url(), via_body, concurrency, total))
+    concurrency, total, chunks = 32, 600, 50
     rows = []
-    for name, samples, wall in (("direct", direct, d_wall), ("tidegate", via, v_wall)):
-        ttfb = [s.ttfb for s in samples if s.ok]
-        chunks = sum(s.chunks for s in samples)
-        rows.append([name, len(ttfb), median(ttfb) * 1e3, pct(ttfb, 99) * 1e3, chunks / wall])
-    d_ttfb = median([s.ttfb for s in direct if s.ok])
-    v_ttfb = median([s.ttfb for s in via if s.ok])
-    # CPU per upstream text chunk (50 per stream), the same unit as the translation scenario.
-    rows[1] += [(v_ttfb - d_ttfb) * 1e3, cpu / max(1, len(via) * 50) * 1e6]
-    rows[0] += ["", ""]
+    base = 0.0
+    for target in ("direct", "floor", "tidegate"):
+        url, model, proc = b.url(target, chunks, 0)
+        samples, wall, cpu = measure(
+            proc, url, {"model": model, "messages": MESSAGES, "stream": True}, concurrency, total
+        )
+        ok = [s for s in samples if s.ok]
+        ttfb = [s.ttfb for s in ok]
+        if target == "direct":
+            base = median(ttfb)
+        rows.append(
+            [
+                target,
+                len(ok),
+                median(ttfb) * 1e3,
+                pct(ttfb, 99) * 1e3,
+                len(ok) * chunks / wall,
+                "" if target == "direct" else (median(ttfb) - base) * 1e3,
+                "" if target == "direct" else cpu / chunks * 1e6,
+            ]
+        )
     return table(
-        f"Streaming 50-chunk responses, concurrency {concurrency}",
+        f"Streaming {chunks}-chunk responses, concurrency {concurrency}",
         [
             "target",
             "streams",
@@ -143,60 +177,243 @@ def stream(b: Bench) -> str:
             "TTFB p99 ms",
             "chunks/s",
             "added TTFB p50 ms",
-            "gw CPU µs/chunk",
+            "CPU µs/chunk",
         ],
         rows,
     )
 
 
+def concurrent(b: Bench) -> str:
+    streams, chunks, delay = 200, 20, 50
+    rows = []
+    base: dict[str, float] = {}
+    for target in ("direct", "floor", "tidegate"):
+        url, model, _ = b.url(target, chunks, delay)
+        body = {"model": model, "messages": MESSAGES, "stream": True}
+        go(url, body, streams, streams)  # warm-up: connections and pools
+        samples = go(url, body, streams, streams)
+        ok = [s for s in samples if s.ok]
+        ttfb = [s.ttfb for s in ok]
+        gaps = [g for s in ok for g in s.gaps]
+        p50, p99 = median(ttfb), pct(ttfb, 99)
+        if target == "direct":
+            base = {"p50": p50, "p99": p99}
+        rows.append(
+            [
+                target,
+                len(ok),
+                p50 * 1e3,
+                p99 * 1e3,
+                "" if target == "direct" else (p99 - base["p99"]) * 1e3,
+                median(gaps) * 1e3,
+                pct(gaps, 99) * 1e3,
+                max(gaps) * 1e3,
+            ]
+        )
+    return table(
+        f"{streams} concurrent streams of {chunks} chunks {delay} ms apart",
+        [
+            "target",
+            "streams",
+            "TTFB p50 ms",
+            "TTFB p99 ms",
+            "added TTFB p99 ms",
+            "gap p50 ms",
+            "gap p99 ms",
+            "gap max ms",
+        ],
+        rows,
+    )
+
+
+async def _hold_streams(url: str, body: dict[str, Any], count: int, until: asyncio.Event) -> int:
+    """Open `count` streams, wait for each one's first bytes, then hold them until `until`."""
+    opened = 0
+    ready = asyncio.Event()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=None)
+    ) as s:
+
+        async def one() -> None:
+            nonlocal opened
+            async with s.post(url, json=body) as response:
+                await response.content.readany()
+                opened += 1
+                if opened == count:
+                    ready.set()
+                await until.wait()
+
+        tasks = [asyncio.create_task(one()) for _ in range(count)]
+        try:
+            await asyncio.wait_for(ready.wait(), 60)
+        finally:
+            until.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return opened
+
+
+async def _open_and_watch(
+    url: str, body: dict[str, Any], count: int, proc: Proc
+) -> tuple[int, int]:
+    """Hold `count` streams open; return how many opened and the process's peak RSS meanwhile."""
+    until = asyncio.Event()
+    holder = asyncio.create_task(_hold_streams(url, body, count, until))
+    peak = 0
+    while not until.is_set() and not holder.done():
+        await asyncio.sleep(0.5)
+        peak = max(peak, proc.rss_bytes())
+    return await holder, peak
+
+
+def memory(b: Bench) -> str:
+    count = 1000
+    rows = []
+    for target in ("floor", "tidegate"):
+        url, model, proc = b.url(target, 2000, 100)
+        body = {"model": model, "messages": MESSAGES, "stream": True}
+        warm_url, warm_model, _ = b.url(target, 1, 0)
+        go(warm_url, {"model": warm_model, "messages": MESSAGES}, 32, 2000)  # settle the heap
+        before = proc.rss_bytes()
+        opened, peak = asyncio.run(_open_and_watch(url, body, count, proc))
+        measured = {"rss": peak}
+        delta = measured.get("rss", before) - before
+        rows.append(
+            [
+                target,
+                opened,
+                before / 2**20,
+                (before + delta) / 2**20,
+                delta / max(1, opened) / 1024,
+            ]
+        )
+    return table(
+        f"{count} open slow streams (2,000 chunks 100 ms apart)",
+        ["target", "streams open", "RSS before MiB", "RSS with streams MiB", "KiB per stream"],
+        rows,
+    )
+
+
 def translation(b: Bench) -> str:
-    """An OpenAI client against an Anthropic-format upstream, beside OpenAI pass-through."""
     concurrency, total, chunks = 32, 600, 50
     rows = []
     for label, model in (
         ("pass-through (OpenAI → OpenAI)", "oa-c50-d0"),
         ("translation (OpenAI → Anthropic)", "an-c50-d0"),
     ):
+        url = f"http://127.0.0.1:{b.gateway.port}/v1/chat/completions"
         body = {"model": model, "messages": MESSAGES, "stream": True}
-        go(b.gateway_url(), body, concurrency, 100)
-        samples, wall, cpu = measure(b.gateway, runner(b.gateway_url(), body, concurrency, total))
+        samples, wall, cpu = measure(b.gateway, url, body, concurrency, total)
         ok = [s for s in samples if s.ok]
-        ttfb = [s.ttfb for s in ok]
         rows.append(
             [
                 label,
                 len(ok),
-                median(ttfb) * 1e3,
+                median([s.ttfb for s in ok]) * 1e3,
                 len(ok) * chunks / wall,
-                cpu / max(1, len(ok) * chunks) * 1e6,
+                cpu / chunks * 1e6,
             ]
         )
     rows[1].append(rows[1][-1] / rows[0][-1])
     rows[0].append(1.0)
     return table(
         f"Translation vs pass-through, {chunks}-chunk streams, concurrency {concurrency}",
-        ["path", "streams", "TTFB p50 ms", "upstream chunks/s", "gw CPU µs/chunk", "CPU ratio"],
+        ["path", "streams", "TTFB p50 ms", "upstream chunks/s", "CPU µs/chunk", "CPU ratio"],
         rows,
+    )
+
+
+def workers(b: Bench) -> str:
+    rows = []
+    two = start_gateway(b.upstream.port, SHAPES, workers=2)
+    try:
+        for label, proc in (("--workers 1", b.gateway), ("--workers 2", two)):
+            url = f"http://127.0.0.1:{proc.port}/v1/chat/completions"
+            for model, stream, total in (("oa-c1-d0", False, 8000), ("oa-c50-d0", True, 800)):
+                body = {"model": model, "messages": MESSAGES, "stream": stream}
+                samples, wall, cpu = measure(proc, url, body, 64, total, repeat=1)
+                ok = [s for s in samples if s.ok]
+                rows.append(
+                    [
+                        label,
+                        "streams of 50" if stream else "small requests",
+                        len(ok) / wall,
+                        median([s.latency for s in ok]) * 1e3,
+                        cpu * len(ok) / wall,
+                    ]
+                )
+    finally:
+        two.stop()
+    for i in (2, 3):
+        rows[i].append(rows[i][2] / rows[i - 2][2])
+    rows[0].append(1.0)
+    rows[1].append(1.0)
+    return table(
+        "Multi-core scaling, concurrency 64 (2 cores shared with the load generator and upstream)",
+        ["gateway", "load", "req/s", "p50 ms", "cores busy", "speed-up"],
+        rows,
+    )
+
+
+def soak(b: Bench, seconds: float) -> str:
+    """Mixed traffic for `seconds`: RSS after a warm-up minute-fraction and at the end."""
+    url = f"http://127.0.0.1:{b.gateway.port}/v1/chat/completions"
+    mixes: list[tuple[dict[str, Any], int]] = [
+        ({"model": "oa-c1-d0", "messages": MESSAGES}, 200),
+        ({"model": "oa-c50-d0", "messages": MESSAGES, "stream": True}, 40),
+        ({"model": "an-c50-d0", "messages": MESSAGES, "stream": True}, 40),
+        ({"model": "oa-c20-d50", "messages": MESSAGES, "stream": True}, 32),
+        ({"model": "an-c1-d0", "messages": MESSAGES}, 100),
+    ]
+    samples: list[tuple[float, int]] = []
+    requests = 0
+    start = time.monotonic()
+    warm = None
+    while time.monotonic() - start < seconds:
+        for body, n in mixes:
+            requests += sum(s.ok for s in go(url, body, 16, n))
+        now = time.monotonic() - start
+        samples.append((now, b.gateway.rss_bytes()))
+        if warm is None and now >= min(60.0, seconds / 5):
+            warm = b.gateway.rss_bytes()
+    end = b.gateway.rss_bytes()
+    warm = warm or samples[0][1]
+    peak = max(r for _, r in samples)
+    return table(
+        f"Soak: mixed traffic for {seconds:.0f} s",
+        ["requests", "RSS after warm-up MiB", "RSS at end MiB", "peak MiB", "end vs warm-up"],
+        [[requests, warm / 2**20, end / 2**20, peak / 2**20, f"{(end / warm - 1) * 100:+.1f}%"]],
     )
 
 
 SCENARIOS: dict[str, Callable[[Bench], str]] = {
     "nonstream": nonstream,
     "stream": stream,
+    "concurrent": concurrent,
+    "memory": memory,
     "translation": translation,
+    "workers": workers,
 }
 
 
 def main() -> None:
+    global REPEAT
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("scenario", choices=[*SCENARIOS, "all"])
+    parser.add_argument("scenario", choices=[*SCENARIOS, "soak", "all"])
+    parser.add_argument("--seconds", type=float, default=600, help="soak duration")
+    parser.add_argument("--repeat", type=int, default=REPEAT, help="runs per CPU figure (median)")
     args = parser.parse_args()
-    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    REPEAT = args.repeat
     bench = Bench()
     try:
-        for name in names:
+        if args.scenario == "soak":
+            print(soak(bench, args.seconds), flush=True)
+            return
+        for name in list(SCENARIOS) if args.scenario == "all" else [args.scenario]:
             print(SCENARIOS[name](bench), flush=True)
     finally:
         bench.close()

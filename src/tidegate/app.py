@@ -146,7 +146,7 @@ class Gateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope)
-        incoming = request.headers.get("x-request-id", "")
+        incoming = request.header(b"x-request-id")
         if incoming and _REQUEST_ID.fullmatch(incoming):
             request_id = incoming
         else:
@@ -204,11 +204,10 @@ class Gateway:
         await send_bytes(send, err.status, render(err), headers=headers)
 
     def _authorized(self, request: Request) -> bool:
-        headers = request.headers
-        given = headers.get("authorization", "")
+        given = request.header(b"authorization")
         if given[:7].lower() == "bearer ":
             given = given[7:].strip()
-        given = given or headers.get("x-api-key") or headers.get("x-goog-api-key") or ""
+        given = given or request.header(b"x-api-key") or request.header(b"x-goog-api-key")
         if not given and request.query_string:
             given = request.query.get("key", "")
         if not given:

@@ -101,7 +101,9 @@ async def relay_stream(
     """Stream one request. Raises `GatewayError` only when it fails before anything was sent."""
     state = StreamState()
     opened: Opened | None = None
-    keepalive = asyncio.get_running_loop().create_task(_keepalive(ctx, encoder, send, routing))
+    keepalive: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+        _keepalive(ctx, encoder, send, routing)
+    )
     try:
         try:
             opened = await open_stream(ctx, router, model, prepare, routing)
@@ -113,6 +115,7 @@ async def relay_stream(
             await _finish(ctx, state, encoder, send, skip_end=False)
             return
         await _stop(keepalive)
+        keepalive = None  # let the finished task go: it would otherwise live as long as the stream
         ctx.dropped = opened.call.dropped
         ctx.mark_first_byte()
         if not ctx.committed:
@@ -141,7 +144,8 @@ async def relay_stream(
             opened.deployment.health.failure(time.monotonic())
         await _finish(ctx, state, encoder, send, skip_end=passthrough and opened.parser.done)
     finally:
-        keepalive.cancel()
+        if keepalive is not None:
+            keepalive.cancel()
         if opened is not None:
             opened.dog.stop()
             opened.response.close()
@@ -186,8 +190,10 @@ async def _keepalive(
         await asyncio.sleep(routing.ping_interval)
 
 
-async def _stop(task: asyncio.Task[None]) -> None:
+async def _stop(task: asyncio.Task[None] | None) -> None:
     """Cancel the keep-alive and wait until it can no longer write."""
+    if task is None:
+        return
     if not task.done():
         task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -86,7 +86,7 @@ def read_fields(request: Request) -> dict[str, Any]:
 
 
 def _multipart_fields(request: Request) -> dict[str, Any]:
-    header = f"Content-Type: {request.headers.get('content-type', '')}\r\n\r\n".encode("latin-1")
+    header = f"Content-Type: {request.header(b'content-type')}\r\n\r\n".encode("latin-1")
     message = BytesParser(policy=HTTP).parsebytes(header + request.body)
     if not message.is_multipart():
         raise InvalidRequest("multipart body could not be parsed (check the boundary)")

@@ -57,7 +57,9 @@ class UpstreamCall:
         dropped: list[str] | None = None,
     ):
         self.url = url
-        self.body = body
+        # orjson returns bytes with a 4 KiB buffer behind even a short result; a call lives as
+        # long as its stream, so keep a right-sized copy (memory per open stream).
+        self.body = bytes(memoryview(body))
         self.headers = headers
         self.stream = stream
         self.method = method
