@@ -242,11 +242,16 @@ async def _hold_streams(url: str, body: dict[str, Any], count: int, until: async
                 opened += 1
                 if opened == count:
                     ready.set()
-                await until.wait()
+                # Keep reading, as a client does: unread data would pile up in buffers and be
+                # counted as the gateway's memory.
+                async for _ in response.content.iter_any():
+                    if until.is_set():
+                        break
 
         tasks = [asyncio.create_task(one()) for _ in range(count)]
         try:
             await asyncio.wait_for(ready.wait(), 60)
+            await asyncio.sleep(3)  # all open and flowing: let the measurement see it
         finally:
             until.set()
             for task in tasks:

@@ -29,7 +29,7 @@ from tidegate.errors import GatewayError, UpstreamError, UpstreamProtocolError, 
 from tidegate.events import Completion, Event, Finish, Sources, StreamError, UsageUpdate
 from tidegate.failover import Opened, Prepare, complete, open_stream
 from tidegate.logs import log
-from tidegate.providers.base import PassthroughFilter
+from tidegate.providers.base import PassthroughFilter, upstream_error_from_exception
 from tidegate.routing import Router
 
 Send = Any  # the ASGI send callable
@@ -138,8 +138,12 @@ async def relay_stream(
         except GatewayError as err:
             state.error = err
         except Exception as exc:
-            log.exception("relay failed after the response began")
-            state.error = as_gateway_error(exc)
+            mapped = upstream_error_from_exception(exc)
+            if isinstance(mapped, GatewayError):
+                state.error = mapped
+            else:
+                log.exception("relay failed after the response began")
+                state.error = as_gateway_error(exc)
         if isinstance(state.error, UpstreamError):
             opened.deployment.health.failure(time.monotonic())
         await _finish(ctx, state, encoder, send, skip_end=passthrough and opened.parser.done)

@@ -42,6 +42,7 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
         "loop": _LOOP,
         "http": "httptools",
         "lifespan": "on",
+        "interface": "asgi3",
         "log_config": None,
         "access_log": False,
         "server_header": False,

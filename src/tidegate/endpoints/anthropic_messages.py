@@ -9,6 +9,7 @@ the connection closes.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -69,11 +70,11 @@ ERROR_TYPES = {
 _KNOWN_TYPES = set(ERROR_TYPES.values()) | {"api_error", "billing_error"}
 
 
-async def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> None:
-    """Serve one Messages request, streamed or whole."""
+def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> Awaitable[None]:
+    """Serve one Messages request, streamed or whole (validated here, served by the coroutine)."""
     body = request.json_object()
     model = validate_body(body)
-    await serve_chat(
+    return serve_chat(
         gw,
         ctx,
         send,

@@ -9,7 +9,7 @@ is translated through the canonical `ChatRequest` and the answer through canonic
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from tidegate.asgi import Send, send_bytes
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tidegate.app import Gateway
 
 
-async def serve_chat(
+def serve_chat(
     gw: Gateway,
     ctx: RequestContext,
     send: Send,
@@ -34,8 +34,8 @@ async def serve_chat(
     canonical: Callable[[], ChatRequest],
     encoder: StreamEncoder,
     render: Callable[[Completion], bytes],
-) -> None:
-    """Serve one chat request. `wire_format=None` means never pass through."""
+) -> Awaitable[None]:
+    """The coroutine serving one chat request. `wire_format=None` means never pass through."""
     gw.router.group(model)  # 404 before anything else
     ctx.model, ctx.stream = model, stream
     translated: list[ChatRequest] = []
@@ -52,11 +52,20 @@ async def serve_chat(
         return call, False
 
     if stream:
-        await relay_stream(ctx, gw.router, model, prepare, encoder, send, gw.config.routing)
-        return
-    passthrough, raw, completion = await relay_complete(
-        ctx, gw.router, model, prepare, gw.config.routing
-    )
+        return relay_stream(ctx, gw.router, model, prepare, encoder, send, gw.config.routing)
+    return _serve_whole(gw, ctx, send, model, prepare, render)
+
+
+async def _serve_whole(
+    gw: Gateway,
+    ctx: RequestContext,
+    send: Send,
+    model: str,
+    prepare: Callable[[Provider], tuple[UpstreamCall, bool]],
+    render: Callable[[Completion], bytes],
+) -> None:
+    routing = gw.config.routing
+    passthrough, raw, completion = await relay_complete(ctx, gw.router, model, prepare, routing)
     out = raw if passthrough else render(completion)
     ctx.status = 200
     ctx.mark_first_byte()

@@ -9,6 +9,7 @@ closes; both Google SDKs raise on it (protocols reference §5.6).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -74,7 +75,7 @@ CARRIED_CONFIG = frozenset(
 )
 
 
-async def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> None:
+def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> Awaitable[None]:
     """Serve generateContent or streamGenerateContent for the model named in the path."""
     prefix = next(p for p in PREFIXES if request.path.startswith(p))
     model, _, method = request.path[len(prefix) :].rpartition(":")
@@ -86,7 +87,7 @@ async def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send)
         raise InvalidRequest("contents: required, a non-empty array of contents")
     stream = method == "streamGenerateContent"
     sse = request.query.get("alt") == "sse"
-    await serve_chat(
+    return serve_chat(
         gw,
         ctx,
         send,

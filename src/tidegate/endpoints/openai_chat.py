@@ -11,6 +11,7 @@ as `chat.completion.chunk`s here. Either way the stream follows what the openai 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -63,12 +64,12 @@ CARRIED = frozenset(
 )
 
 
-async def handle_chat(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> None:
-    """Serve one chat completion, streamed or whole."""
+def handle_chat(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> Awaitable[None]:
+    """Serve one chat completion, streamed or whole (validated here, served by the coroutine)."""
     body = request.json_object()
     model = validate_body(body)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    await serve_chat(
+    return serve_chat(
         gw,
         ctx,
         send,

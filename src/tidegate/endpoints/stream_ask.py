@@ -9,6 +9,7 @@ always last `event: final_end` with the finish reason, usage and sources.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ MAX_QUESTION_CHARS = 200_000
 MODES = ("chat", "query", "automatic")
 
 
-async def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> None:
+def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> Awaitable[None]:
     """Validate the question, then stream the answer from the chosen model."""
     fields = read_fields(request)
     question = fields.get("question")
@@ -66,7 +67,7 @@ async def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send)
     def prepare(provider: Provider) -> tuple[UpstreamCall, bool]:
         return provider.build_call(chat), False
 
-    await relay_stream(ctx, gw.router, model, prepare, StreamAskEncoder(), send, gw.config.routing)
+    return relay_stream(ctx, gw.router, model, prepare, StreamAskEncoder(), send, gw.config.routing)
 
 
 def read_fields(request: Request) -> dict[str, Any]:

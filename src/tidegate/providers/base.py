@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar
 
 import aiohttp
@@ -77,6 +77,11 @@ class UpstreamResponse(ABC):
     @abstractmethod
     async def read_chunk(self) -> bytes:
         """The next bytes as they arrived; `b""` at the end of the body."""
+
+    def reader(self) -> Callable[[], Awaitable[bytes]]:
+        """`read_chunk`, or a faster equivalent whose client-library errors the caller maps
+        with `upstream_error_from_exception` (used by the relay's per-chunk loop)."""
+        return self.read_chunk
 
     @abstractmethod
     async def read_body(self, limit: int) -> bytes:
@@ -209,6 +214,10 @@ class HttpUpstreamResponse(UpstreamResponse):
         except aiohttp.ClientError as exc:
             raise upstream_error_from_exception(exc, 0) from exc
 
+    def reader(self) -> Callable[[], Awaitable[bytes]]:
+        # aiohttp's own method, without a wrapping coroutine per chunk.
+        return self._response.content.readany
+
     async def read_body(self, limit: int) -> bytes:
         content = self._response.content
         parts: list[bytes] = []
@@ -231,7 +240,7 @@ class HttpUpstreamResponse(UpstreamResponse):
             self._response.close()
 
 
-def upstream_error_from_exception(exc: BaseException, connect_timeout: float) -> BaseException:
+def upstream_error_from_exception(exc: BaseException, connect_timeout: float = 0) -> BaseException:
     """The one mapping from client-library exceptions to the gateway's error tree.
 
     Cancellation and errors already in the tree pass through unchanged.
