@@ -101,21 +101,18 @@ async def relay_stream(
     """Stream one request. Raises `GatewayError` only when it fails before anything was sent."""
     state = StreamState()
     opened: Opened | None = None
-    keepalive: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
-        _keepalive(ctx, encoder, send, routing)
-    )
+    keepalive = KeepAlive(ctx, encoder, send, routing)
     try:
         try:
             opened = await open_stream(ctx, router, model, prepare, routing)
         except GatewayError as err:
-            await _stop(keepalive)
+            await keepalive.stop()
             if not ctx.committed:
                 raise
             state.error = err
             await _finish(ctx, state, encoder, send, skip_end=False)
             return
-        await _stop(keepalive)
-        keepalive = None  # let the finished task go: it would otherwise live as long as the stream
+        await keepalive.stop()
         ctx.dropped = opened.call.dropped
         ctx.mark_first_byte()
         if not ctx.committed:
@@ -148,8 +145,7 @@ async def relay_stream(
             opened.deployment.health.failure(time.monotonic())
         await _finish(ctx, state, encoder, send, skip_end=passthrough and opened.parser.done)
     finally:
-        if keepalive is not None:
-            keepalive.cancel()
+        keepalive.cancel()
         if opened is not None:
             opened.dog.stop()
             opened.response.close()
@@ -182,25 +178,46 @@ async def _commit(ctx: RequestContext, encoder: StreamEncoder, send: Send) -> No
     )
 
 
-async def _keepalive(
-    ctx: RequestContext, encoder: StreamEncoder, send: Send, routing: RoutingConfig
-) -> None:
-    """Commit after `commit_after` seconds without a first event, then ping now and then."""
-    await asyncio.sleep(routing.commit_after)
-    await _commit(ctx, encoder, send)
-    ping = encoder.ping
-    while ping:
-        await send({"type": "http.response.body", "body": ping, "more_body": True})
-        await asyncio.sleep(routing.ping_interval)
+class KeepAlive:
+    """Commits after `commit_after` seconds without a first event, then pings now and then.
 
+    Most streams produce their first event well before `commit_after`, so what waits is a
+    timer; a task (and its frame) exists only once the timer has fired.
+    """
 
-async def _stop(task: asyncio.Task[None] | None) -> None:
-    """Cancel the keep-alive and wait until it can no longer write."""
-    if task is None:
-        return
-    if not task.done():
-        task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    __slots__ = ("_args", "_handle", "_task")
+
+    def __init__(
+        self, ctx: RequestContext, encoder: StreamEncoder, send: Send, routing: RoutingConfig
+    ):
+        self._args = (ctx, encoder, send, routing)
+        self._task: asyncio.Task[None] | None = None
+        self._handle = asyncio.get_running_loop().call_later(routing.commit_after, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        ctx, encoder, send, routing = self._args
+        await _commit(ctx, encoder, send)
+        ping = encoder.ping
+        while ping:
+            await send({"type": "http.response.body", "body": ping, "more_body": True})
+            await asyncio.sleep(routing.ping_interval)
+
+    def cancel(self) -> None:
+        """Stop without waiting (the request is ending anyway)."""
+        self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def stop(self) -> None:
+        """Stop, and wait until nothing of it can write any more."""
+        self._handle.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def _pump(
