@@ -112,3 +112,21 @@ def test_anthropic_side_parser_agrees_with_the_full_parser(cuts: list[int]) -> N
     want = verdict(AnthropicStreamParser(), ANTHROPIC, [])
     assert want[1] == ["stop"] and want[3]
     assert verdict(AnthropicStreamParser(side=True), ANTHROPIC, cuts) == want
+
+
+def test_openai_side_parser_reads_spaced_json() -> None:
+    """Python servers write `": "`; the side parser must still see the finish and the usage."""
+    import json
+
+    def spaced(obj: Any) -> bytes:
+        return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+    body = (
+        spaced({"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]})
+        + spaced({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
+        + spaced({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}})
+        + b"data: [DONE]\n\n"
+    )
+    side = verdict(OpenAIStreamParser(side=True), body, [len(body) // 3])
+    assert side == verdict(OpenAIStreamParser(), body, [])
+    assert side[1] == ["length"]
