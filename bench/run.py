@@ -6,6 +6,7 @@
     python bench/run.py memory        # 1,000 open slow streams: memory per stream
     python bench/run.py translation   # OpenAI client → Anthropic upstream, beside pass-through
     python bench/run.py workers       # --workers 2 against --workers 1
+    python bench/run.py servers       # uvicorn against granian (if installed), same app
     python bench/run.py soak --seconds 600   # mixed traffic: memory after warm-up and at the end
     python bench/run.py all           # everything but soak
 
@@ -45,6 +46,12 @@ from bench.harness import (
 
 SHAPES = [(1, 0), (50, 0), (20, 50), (2000, 100)]
 REPEAT = 3
+SCALE = 1.0  # --quick shrinks every load (for the smoke test)
+
+
+def n(count: int) -> int:
+    """A request or stream count, scaled."""
+    return max(4, int(count * SCALE))
 
 
 class Bench:
@@ -101,7 +108,7 @@ def measure(
 ) -> tuple[list[Sample], float, float]:
     """Samples and wall time of the last run, and the median over `repeat` runs of the
     process's CPU seconds per successful request."""
-    go(url, payload, concurrency, max(100, total // 10))  # warm-up
+    go(url, payload, concurrency, max(n(100), total // 10))  # warm-up
     cpus = []
     samples: list[Sample] = []
     wall = 0.0
@@ -115,7 +122,7 @@ def measure(
 
 def nonstream(b: Bench) -> str:
     rows = []
-    for concurrency, total in ((1, 1500), (32, 6000)):
+    for concurrency, total in ((1, n(1500)), (32, n(6000))):
         base = 0.0
         for target in ("direct", "floor", "tidegate"):
             url, model, proc = b.url(target, 1, 0)
@@ -145,7 +152,7 @@ def nonstream(b: Bench) -> str:
 
 
 def stream(b: Bench) -> str:
-    concurrency, total, chunks = 32, 600, 50
+    concurrency, total, chunks = 32, n(600), 50
     rows = []
     base = 0.0
     for target in ("direct", "floor", "tidegate"):
@@ -184,7 +191,7 @@ def stream(b: Bench) -> str:
 
 
 def concurrent(b: Bench) -> str:
-    streams, chunks, delay = 200, 20, 50
+    streams, chunks, delay = n(200), 20, 50
     rows = []
     base: dict[str, float] = {}
     for target in ("direct", "floor", "tidegate"):
@@ -251,7 +258,7 @@ async def _hold_streams(url: str, body: dict[str, Any], count: int, until: async
         tasks = [asyncio.create_task(one()) for _ in range(count)]
         try:
             await asyncio.wait_for(ready.wait(), 60)
-            await asyncio.sleep(3)  # all open and flowing: let the measurement see it
+            await asyncio.sleep(3 if SCALE == 1.0 else 0.5)  # all open and flowing
         finally:
             until.set()
             for task in tasks:
@@ -274,13 +281,13 @@ async def _open_and_watch(
 
 
 def memory(b: Bench) -> str:
-    count = 1000
+    count = n(1000)
     rows = []
     for target in ("floor", "tidegate"):
         url, model, proc = b.url(target, 2000, 100)
         body = {"model": model, "messages": MESSAGES, "stream": True}
         warm_url, warm_model, _ = b.url(target, 1, 0)
-        go(warm_url, {"model": warm_model, "messages": MESSAGES}, 32, 2000)  # settle the heap
+        go(warm_url, {"model": warm_model, "messages": MESSAGES}, 32, n(2000))  # settle the heap
         before = proc.rss_bytes()
         opened, peak = asyncio.run(_open_and_watch(url, body, count, proc))
         measured = {"rss": peak}
@@ -302,7 +309,7 @@ def memory(b: Bench) -> str:
 
 
 def translation(b: Bench) -> str:
-    concurrency, total, chunks = 32, 600, 50
+    concurrency, total, chunks = 32, n(600), 50
     rows = []
     for label, model in (
         ("pass-through (OpenAI → OpenAI)", "oa-c50-d0"),
@@ -336,7 +343,7 @@ def workers(b: Bench) -> str:
     try:
         for label, proc in (("--workers 1", b.gateway), ("--workers 2", two)):
             url = f"http://127.0.0.1:{proc.port}/v1/chat/completions"
-            for model, stream, total in (("oa-c1-d0", False, 8000), ("oa-c50-d0", True, 800)):
+            for model, stream, total in (("oa-c1-d0", False, n(8000)), ("oa-c50-d0", True, n(800))):
                 body = {"model": model, "messages": MESSAGES, "stream": stream}
                 samples, wall, cpu = measure(proc, url, body, 64, total, repeat=1)
                 ok = [s for s in samples if s.ok]
@@ -393,6 +400,84 @@ def soak(b: Bench, seconds: float) -> str:
     )
 
 
+def servers(b: Bench) -> str:
+    """uvicorn (what `tidegate serve` runs) against granian, serving the same app."""
+    import shutil
+    import tempfile
+
+    import yaml
+
+    if shutil.which("granian") is None:
+        return (
+            "\n## uvicorn vs granian\n\ngranian is not installed (`pip install granian`): skipped."
+        )
+    models = [
+        {
+            "name": f"oa-c{c}-d0",
+            "provider": "openai",
+            "api_key": "bench-key",
+            "base_url": f"http://127.0.0.1:{b.upstream.port}/c{c}/d0/v1",
+        }
+        for c in (1, 50)
+    ]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump({"models": models, "http": {"pool_size": 2048}}, handle)
+    env = {
+        "TIDEGATE_CONFIG": handle.name,
+        "TIDEGATE_LOG_LEVEL": "info",
+        "TIDEGATE_ENV_FILE": "/nonexistent",
+    }
+    granian = Proc(
+        [
+            "granian",
+            "--interface",
+            "asgi",
+            "--factory",
+            "--loop",
+            "uvloop",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--runtime-threads",
+            "1",
+            "--no-log",
+            "tidegate.server:app_from_environment",
+        ],
+        r"Listening at: http://\S+:(\d+)",
+        env=env,
+    )
+    rows = []
+    try:
+        for label, proc in (("uvicorn", b.gateway), ("granian", granian)):
+            url = f"http://127.0.0.1:{proc.port}/v1/chat/completions"
+            for model, stream, conc, total in (
+                ("oa-c1-d0", False, 32, n(6000)),
+                ("oa-c50-d0", True, 32, n(600)),
+            ):
+                body = {"model": model, "messages": MESSAGES, "stream": stream}
+                samples, wall, cpu = measure(proc, url, body, conc, total)
+                ok = [s for s in samples if s.ok]
+                unit = "µs/chunk" if stream else "µs/req"
+                rows.append(
+                    [
+                        label,
+                        "streams of 50" if stream else "small requests",
+                        len(ok) / wall,
+                        f"{cpu / (50 if stream else 1) * 1e6:.1f} {unit}",
+                    ]
+                )
+    finally:
+        granian.stop()
+    return table(
+        "uvicorn vs granian (same app, one worker, concurrency 32)",
+        ["server", "load", "req/s", "CPU"],
+        rows,
+    )
+
+
 SCENARIOS: dict[str, Callable[[Bench], str]] = {
     "nonstream": nonstream,
     "stream": stream,
@@ -400,19 +485,22 @@ SCENARIOS: dict[str, Callable[[Bench], str]] = {
     "memory": memory,
     "translation": translation,
     "workers": workers,
+    "servers": servers,
 }
 
 
 def main() -> None:
-    global REPEAT
+    global REPEAT, SCALE
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("scenario", choices=[*SCENARIOS, "soak", "all"])
     parser.add_argument("--seconds", type=float, default=600, help="soak duration")
     parser.add_argument("--repeat", type=int, default=REPEAT, help="runs per CPU figure (median)")
+    parser.add_argument("--quick", action="store_true", help="tiny loads: check the scripts run")
     args = parser.parse_args()
-    REPEAT = args.repeat
+    REPEAT = 1 if args.quick else args.repeat
+    SCALE = 0.02 if args.quick else 1.0
     bench = Bench()
     try:
         if args.scenario == "soak":

@@ -210,3 +210,22 @@ def test_announced_address_accepts_connections_at_once(start_gateway: Any) -> No
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 200")
+
+
+def test_serve_with_two_workers(start_gateway: Any) -> None:
+    """`--workers 2`: both processes serve from the one listening socket."""
+    import httpx2 as httpx
+
+    gw = start_gateway(None, args=["--workers", "2"])
+    with httpx.Client() as client:
+        answers = [
+            client.post(f"{gw.url}/stream-ask", json={"question": "q"}, timeout=20)
+            for _ in range(6)
+        ]
+    assert all(a.status_code == 200 and "final_end" in a.text for a in answers)
+    import psutil
+
+    workers = [
+        p for p in psutil.Process(gw.proc.pid).children(recursive=True) if "python" in p.name()
+    ]
+    assert len(workers) >= 2
