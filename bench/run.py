@@ -233,54 +233,59 @@ def concurrent(b: Bench) -> str:
     )
 
 
-async def _hold_streams(url: str, body: dict[str, Any], count: int, until: asyncio.Event) -> int:
-    """Open `count` streams, wait for each one's first bytes, then hold them until `until`."""
-    opened = 0
+class Held:
+    """What holding many paced streams showed: streams open, peak RSS, and, over a steady
+    window once all were open, the chunks clients received and the process's CPU seconds."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.peak_rss = 0
+        self.chunks = 0
+        self.window_chunks = 0
+        self.window_cpu = 0.0
+
+
+async def _hold_streams(url: str, body: dict[str, Any], count: int, proc: Proc) -> Held:
+    """Open `count` paced streams and keep reading them, as clients do, then measure."""
+    held = Held()
     ready = asyncio.Event()
+    stop = asyncio.Event()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=None)
     ) as s:
 
         async def one() -> None:
-            nonlocal opened
             async with s.post(url, json=body) as response:
                 await response.content.readany()
-                opened += 1
-                if opened == count:
+                held.opened += 1
+                if held.opened == count:
                     ready.set()
-                # Keep reading, as a client does: unread data would pile up in buffers and be
-                # counted as the gateway's memory.
-                async for _ in response.content.iter_any():
-                    if until.is_set():
+                # Unread data would pile up in buffers and count as the proxy's memory.
+                async for chunk in response.content.iter_any():
+                    held.chunks += chunk.count(b"data: ")
+                    if stop.is_set():
                         break
 
         tasks = [asyncio.create_task(one()) for _ in range(count)]
         try:
             await asyncio.wait_for(ready.wait(), 60)
-            await asyncio.sleep(3 if SCALE == 1.0 else 0.5)  # all open and flowing
+            await asyncio.sleep(1.0)
+            chunks0, cpu0 = held.chunks, proc.cpu_seconds()
+            for _ in range(6 if SCALE == 1.0 else 1):
+                await asyncio.sleep(0.5)
+                held.peak_rss = max(held.peak_rss, proc.rss_bytes())
+            held.window_chunks, held.window_cpu = held.chunks - chunks0, proc.cpu_seconds() - cpu0
         finally:
-            until.set()
+            stop.set()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-    return opened
-
-
-async def _open_and_watch(
-    url: str, body: dict[str, Any], count: int, proc: Proc
-) -> tuple[int, int]:
-    """Hold `count` streams open; return how many opened and the process's peak RSS meanwhile."""
-    until = asyncio.Event()
-    holder = asyncio.create_task(_hold_streams(url, body, count, until))
-    peak = 0
-    while not until.is_set() and not holder.done():
-        await asyncio.sleep(0.5)
-        peak = max(peak, proc.rss_bytes())
-    return await holder, peak
+    return held
 
 
 def memory(b: Bench) -> str:
+    """Open paced streams: memory per stream, and CPU per chunk with one event per read."""
     count = n(1000)
     rows = []
     for target in ("floor", "tidegate"):
@@ -289,21 +294,29 @@ def memory(b: Bench) -> str:
         warm_url, warm_model, _ = b.url(target, 1, 0)
         go(warm_url, {"model": warm_model, "messages": MESSAGES}, 32, n(2000))  # settle the heap
         before = proc.rss_bytes()
-        opened, peak = asyncio.run(_open_and_watch(url, body, count, proc))
-        measured = {"rss": peak}
-        delta = measured.get("rss", before) - before
+        held = asyncio.run(_hold_streams(url, body, count, proc))
         rows.append(
             [
                 target,
-                opened,
+                held.opened,
                 before / 2**20,
-                (before + delta) / 2**20,
-                delta / max(1, opened) / 1024,
+                held.peak_rss / 2**20,
+                (held.peak_rss - before) / max(1, held.opened) / 1024,
+                held.window_chunks / 3.0 if SCALE == 1.0 else held.window_chunks / 0.5,
+                held.window_cpu / max(1, held.window_chunks) * 1e6,
             ]
         )
     return table(
-        f"{count} open slow streams (2,000 chunks 100 ms apart)",
-        ["target", "streams open", "RSS before MiB", "RSS with streams MiB", "KiB per stream"],
+        f"{count} open streams, one chunk per stream every 100 ms",
+        [
+            "target",
+            "streams open",
+            "RSS before MiB",
+            "RSS with streams MiB",
+            "KiB per stream",
+            "chunks/s",
+            "CPU µs/chunk",
+        ],
         rows,
     )
 
