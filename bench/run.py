@@ -416,6 +416,7 @@ def soak(b: Bench, seconds: float) -> str:
 def servers(b: Bench) -> str:
     """uvicorn (what `tidegate serve` runs) against granian, serving the same app."""
     import shutil
+    import socket
     import tempfile
 
     import yaml
@@ -440,28 +441,28 @@ def servers(b: Bench) -> str:
         "TIDEGATE_LOG_LEVEL": "info",
         "TIDEGATE_ENV_FILE": "/nonexistent",
     }
-    granian = Proc(
-        [
-            "granian",
-            "--interface",
-            "asgi",
-            "--factory",
-            "--loop",
-            "uvloop",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--workers",
-            "1",
-            "--runtime-threads",
-            "1",
-            "--no-log",
-            "tidegate.server:app_from_environment",
-        ],
-        r"Listening at: http://\S+:(\d+)",
-        env=env,
-    )
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # granian binds by itself; a port that was just free is good enough here
+    cmd = [
+        "granian",
+        "--interface",
+        "asgi",
+        "--factory",
+        "--loop",
+        "uvloop",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--runtime-threads",
+        "1",
+        "tidegate.server:app_from_environment",
+    ]
+    granian = Proc(cmd, rf"Listening at: http://\S+:({port})", env=env)
     rows = []
     try:
         for label, proc in (("uvicorn", b.gateway), ("granian", granian)):
