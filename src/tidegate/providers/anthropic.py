@@ -37,12 +37,13 @@ from tidegate.events import (
 from tidegate.providers.base import (
     ConfigProblem,
     Provider,
+    SSEStreamParser,
     StreamParser,
     UpstreamCall,
     loads_object,
     status_for_error_type,
 )
-from tidegate.sse import SSEDecoder, skip_plain_events
+from tidegate.sse import SSEDecoder
 
 API_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -117,16 +118,10 @@ class AnthropicProvider(Provider):
             self.url = base + "/messages"
         else:
             self.url = base + "/v1/messages"
-        headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
+        auth = {"anthropic-version": API_VERSION}
         if config.api_key is not None:
-            headers["x-api-key"] = config.api_key.get_secret_value()
-        headers.update({k: v.get_secret_value() for k, v in config.headers.items()})
-        self._headers = headers
-        self._stream_headers = {
-            **headers,
-            "Accept": "text/event-stream",
-            "Accept-Encoding": "identity",
-        }
+            auth["x-api-key"] = config.api_key.get_secret_value()
+        self.set_headers(auth)
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> list[ConfigProblem]:
@@ -136,7 +131,7 @@ class AnthropicProvider(Provider):
 
     def build_passthrough(self, body: dict[str, Any], stream: bool) -> UpstreamCall:
         body["model"] = self.config.upstream_model
-        headers = self._stream_headers if stream else self._headers
+        headers = self.headers_for(stream)
         return UpstreamCall(self.url, orjson.dumps(body), headers, stream=stream)
 
     def build_call(self, request: ChatRequest) -> UpstreamCall:
@@ -184,7 +179,7 @@ class AnthropicProvider(Provider):
             body["metadata"] = {"user_id": request.user}
         if request.json_mode or request.json_schema is not None:
             dropped.append("response_format")
-        headers = self._stream_headers if request.stream else self._headers
+        headers = self.headers_for(request.stream)
         return UpstreamCall(
             self.url, orjson.dumps(body), headers, stream=request.stream, dropped=dropped
         )
@@ -270,7 +265,7 @@ def _messages_out(messages: list[Message], dropped: list[str]) -> list[dict[str,
     return out
 
 
-class AnthropicStreamParser(StreamParser):
+class AnthropicStreamParser(SSEStreamParser):
     """Anthropic Messages events to canonical events.
 
     Tool-use blocks are numbered among tool calls only (canonical `index`), whatever their
@@ -289,26 +284,12 @@ class AnthropicStreamParser(StreamParser):
         self.started = False
         self.done = False
 
-    def feed(self, chunk: bytes) -> list[Event]:
-        if self._side:
-            if self.started:
-                # Only message_* and error events matter to a side parser.
-                found = [i for i in (chunk.find(b"message_"), chunk.find(b"error")) if i >= 0]
-                chunk = skip_plain_events(self._decoder, chunk, min(found, default=-1))
-                if not chunk:
-                    return []
-            else:
-                cut = chunk.find(b"\n\n") + 2  # message_start decides the commit; see OpenAI's
-                if 2 <= cut < len(chunk) and b"\r" not in chunk:
-                    first = self._decode(chunk[:cut])
-                    return (
-                        first + self.feed(chunk[cut:])
-                        if self.started
-                        else first + self._decode(chunk[cut:])
-                    )
-        return self._decode(chunk)
+    def side_marker(self, chunk: bytes) -> int:
+        # Only message_* and error events matter to a side parser.
+        found = [i for i in (chunk.find(b"message_"), chunk.find(b"error")) if i >= 0]
+        return min(found, default=-1)
 
-    def _decode(self, chunk: bytes) -> list[Event]:
+    def decode(self, chunk: bytes) -> list[Event]:
         out: list[Event] = []
         for sse in self._decoder.decode(chunk):
             name = sse.event

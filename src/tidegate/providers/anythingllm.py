@@ -59,14 +59,7 @@ class AnythingLLMProvider(Provider):
         self.stream_url = base + "/stream-chat"
         self.chat_url = base + "/chat"
         key = config.api_key.get_secret_value() if config.api_key else ""
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-        headers.update({k: v.get_secret_value() for k, v in config.headers.items()})
-        self._headers = headers
-        self._stream_headers = {
-            **headers,
-            "Accept": "text/event-stream",
-            "Accept-Encoding": "identity",
-        }
+        self.set_headers({"Authorization": f"Bearer {key}"})
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> list[ConfigProblem]:
@@ -102,12 +95,16 @@ class AnythingLLMProvider(Provider):
             return UpstreamCall(
                 self.stream_url,
                 orjson.dumps(body),
-                self._stream_headers,
+                self.headers_for(True),
                 stream=True,
                 dropped=dropped,
             )
         return UpstreamCall(
-            self.chat_url, orjson.dumps(body), self._headers, stream=False, dropped=dropped
+            self.chat_url,
+            orjson.dumps(body),
+            self.headers_for(False),
+            stream=False,
+            dropped=dropped,
         )
 
     def stream_parser(self, *, side: bool = False) -> StreamParser:

@@ -25,6 +25,7 @@ from tidegate.errors import (
     UpstreamTimeout,
 )
 from tidegate.events import ChatRequest, Completion, Event
+from tidegate.sse import SSEDecoder, skip_plain_events
 
 ConfigProblem = tuple[str, str, str | None]  # (field, problem, fix)
 
@@ -118,6 +119,42 @@ class StreamParser(ABC):
         return self.done
 
 
+class SSEStreamParser(StreamParser):
+    """A parser of an SSE wire format that can also run as a pass-through side parser.
+
+    As a side parser (`side=True`) it only needs the events that carry usage, the finish, an
+    error or the end: once the first event has been parsed (it decides the commit), whole text
+    events are skipped without being decoded.
+    """
+
+    _decoder: SSEDecoder
+    _side: bool
+
+    @abstractmethod
+    def side_marker(self, chunk: bytes) -> int:
+        """Where in `chunk` the first event a side parser needs begins; -1 if none."""
+
+    @abstractmethod
+    def decode(self, chunk: bytes) -> list[Event]:
+        """Decode every event of `chunk`."""
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        if self._side:
+            if self.started:
+                chunk = skip_plain_events(self._decoder, chunk, self.side_marker(chunk))
+                if not chunk:
+                    return []
+            else:
+                # A fast upstream's first read may hold the whole answer: decode it fully only
+                # up to its first event, and let the rest take the side path.
+                cut = chunk.find(b"\n\n") + 2
+                if 2 <= cut < len(chunk) and b"\r" not in chunk:
+                    first = self.decode(chunk[:cut])
+                    rest = chunk[cut:]
+                    return first + (self.feed(rest) if self.started else self.decode(rest))
+        return self.decode(chunk)
+
+
 class Provider(ABC):
     """One upstream deployment speaking one wire format."""
 
@@ -136,6 +173,22 @@ class Provider(ABC):
             sock_read=None,
         )
         self._urls: dict[str, URL] = {}  # parsed once: URL parsing is a visible per-call cost
+
+    def set_headers(self, auth: dict[str, str]) -> None:
+        """Build the request headers once: JSON, the auth headers, then the configured extras;
+        and their streaming variant (SSE accepted, no compression to buffer the stream)."""
+        headers = {"Content-Type": "application/json", **auth}
+        headers.update({k: v.get_secret_value() for k, v in self.config.headers.items()})
+        self._headers = headers
+        self._stream_headers = {
+            **headers,
+            "Accept": "text/event-stream",
+            "Accept-Encoding": "identity",
+        }
+
+    def headers_for(self, stream: bool) -> dict[str, str]:
+        """The headers of a streaming or a whole call."""
+        return self._stream_headers if stream else self._headers
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> Iterable[ConfigProblem]:

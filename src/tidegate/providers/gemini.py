@@ -143,16 +143,10 @@ class GeminiProvider(Provider):
         model_url = f"{base}/v1beta/models/{config.upstream_model}"
         self.stream_url = model_url + ":streamGenerateContent?alt=sse"
         self.url = model_url + ":generateContent"
-        headers = {"Content-Type": "application/json"}
+        auth = {}
         if config.api_key is not None:
-            headers["x-goog-api-key"] = config.api_key.get_secret_value()
-        headers.update({k: v.get_secret_value() for k, v in config.headers.items()})
-        self._headers = headers
-        self._stream_headers = {
-            **headers,
-            "Accept": "text/event-stream",
-            "Accept-Encoding": "identity",
-        }
+            auth["x-goog-api-key"] = config.api_key.get_secret_value()
+        self.set_headers(auth)
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> list[ConfigProblem]:
@@ -162,7 +156,7 @@ class GeminiProvider(Provider):
 
     def build_passthrough(self, body: dict[str, Any], stream: bool) -> UpstreamCall:
         url = self.stream_url if stream else self.url
-        headers = self._stream_headers if stream else self._headers
+        headers = self.headers_for(stream)
         return UpstreamCall(url, orjson.dumps(body), headers, stream=stream)
 
     def build_call(self, request: ChatRequest) -> UpstreamCall:
@@ -217,7 +211,7 @@ class GeminiProvider(Provider):
         if request.user:
             dropped.append("user")
         url = self.stream_url if request.stream else self.url
-        headers = self._stream_headers if request.stream else self._headers
+        headers = self.headers_for(request.stream)
         return UpstreamCall(
             url, orjson.dumps(body), headers, stream=request.stream, dropped=dropped
         )

@@ -49,11 +49,10 @@ class OllamaProvider(Provider):
         super().__init__(config)
         base = config.base_url or "http://127.0.0.1:11434"
         self.url = base if base.endswith("/api/chat") else base.removesuffix("/api") + "/api/chat"
-        headers = {"Content-Type": "application/json"}
+        auth = {}
         if config.api_key is not None:
-            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        headers.update({k: v.get_secret_value() for k, v in config.headers.items()})
-        self._headers = headers
+            auth["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        self.set_headers(auth)
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> list[ConfigProblem]:
@@ -120,7 +119,11 @@ class OllamaProvider(Provider):
         if request.user:
             dropped.append("user")
         return UpstreamCall(
-            self.url, orjson.dumps(body), self._headers, stream=request.stream, dropped=dropped
+            self.url,
+            orjson.dumps(body),
+            self.headers_for(request.stream),
+            stream=request.stream,
+            dropped=dropped,
         )
 
     def stream_parser(self, *, side: bool = False) -> StreamParser:

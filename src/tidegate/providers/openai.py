@@ -37,12 +37,13 @@ from tidegate.providers.base import (
     ConfigProblem,
     PassthroughFilter,
     Provider,
+    SSEStreamParser,
     StreamParser,
     UpstreamCall,
     loads_object,
     status_for_error_type,
 )
-from tidegate.sse import SSEDecoder, skip_plain_events
+from tidegate.sse import SSEDecoder
 
 _FINISH_SET = re.compile(r'"finish_reason"\s*:\s*"')
 _REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
@@ -58,16 +59,10 @@ class OpenAIProvider(Provider):
         super().__init__(config)
         base = config.base_url or ""
         self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
-        headers = {"Content-Type": "application/json"}
+        auth = {}
         if config.api_key is not None:
-            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        headers.update({k: v.get_secret_value() for k, v in config.headers.items()})
-        self._headers = headers
-        self._stream_headers = {
-            **headers,
-            "Accept": "text/event-stream",
-            "Accept-Encoding": "identity",
-        }
+            auth["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        self.set_headers(auth)
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> list[ConfigProblem]:
@@ -85,7 +80,7 @@ class OpenAIProvider(Provider):
                 # extra chunk again before the client, which did not ask for it, sees it.
                 body["stream_options"] = {**(options or {}), "include_usage": True}
                 strip = True
-        headers = self._stream_headers if stream else self._headers
+        headers = self.headers_for(stream)
         call = UpstreamCall(self.url, orjson.dumps(body), headers, stream=stream)
         if strip:
             call.filter = UsageChunkFilter()
@@ -140,7 +135,7 @@ class OpenAIProvider(Provider):
         if request.user is not None:
             body["user"] = request.user
         dropped = ["top_k"] if request.top_k is not None else []
-        headers = self._stream_headers if request.stream else self._headers
+        headers = self.headers_for(request.stream)
         return UpstreamCall(
             self.url, orjson.dumps(body), headers, stream=request.stream, dropped=dropped
         )
@@ -251,7 +246,7 @@ def _side_marker(chunk: bytes) -> int:
     return best
 
 
-class OpenAIStreamParser(StreamParser):
+class OpenAIStreamParser(SSEStreamParser):
     """`chat.completion.chunk` events to canonical events."""
 
     __slots__ = ("_decoder", "_side", "done", "finished", "started")
@@ -269,26 +264,10 @@ class OpenAIStreamParser(StreamParser):
         # chunk without [DONE]; a finish reason is as good an end as the marker.
         return self.done or self.finished
 
-    def feed(self, chunk: bytes) -> list[Event]:
-        if self._side:
-            if self.started:
-                chunk = skip_plain_events(self._decoder, chunk, _side_marker(chunk))
-                if not chunk:
-                    return []
-            else:
-                # A fast upstream's first read may hold the whole answer: parse the first event
-                # fully (it decides the commit), and let the rest take the side path.
-                cut = chunk.find(b"\n\n") + 2
-                if 2 <= cut < len(chunk) and b"\r" not in chunk:
-                    first = self._decode(chunk[:cut])
-                    return (
-                        first + self.feed(chunk[cut:])
-                        if self.started
-                        else first + self._decode(chunk[cut:])
-                    )
-        return self._decode(chunk)
+    def side_marker(self, chunk: bytes) -> int:
+        return _side_marker(chunk)
 
-    def _decode(self, chunk: bytes) -> list[Event]:
+    def decode(self, chunk: bytes) -> list[Event]:
         out: list[Event] = []
         for sse in self._decoder.decode(chunk):
             data = sse.data
