@@ -228,15 +228,11 @@ async def _pump(
     filt: PassthroughFilter | None,
     ctx: RequestContext,
 ) -> None:
-    response, parser, dog, passthrough = (
-        opened.response,
-        opened.parser,
-        opened.dog,
-        opened.passthrough,
-    )
+    parser, dog, passthrough = opened.parser, opened.dog, opened.passthrough
+    read = opened.response.reader()
     while state.error is None and not parser.done:
         dog.begin_wait()
-        chunk = await response.read_chunk()
+        chunk = await read()
         dog.waiting = False
         if not chunk:
             events = parser.finish()
