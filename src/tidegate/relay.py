@@ -121,6 +121,9 @@ async def relay_stream(
         passthrough = opened.passthrough
         filt = opened.call.filter if passthrough else None
         first = b"".join(opened.pending) if passthrough else encoder.encode(opened.events)
+        # Nothing of the request or the first read needs to live as long as the stream.
+        opened.pending, opened.events = [], []
+        del prepare
         if filt is not None:
             first = filt.feed(first)
         if first:
