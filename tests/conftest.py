@@ -167,6 +167,15 @@ def scenario_models(fake: FakeUpstream) -> list[dict[str, Any]]:
             "timeouts": {**TEST_TIMEOUTS, "total": 1},
         }
     )
+    models.append(
+        {
+            "name": "openai-extra-headers",
+            "provider": "openai",
+            "base_url": fake.base("ok-headers") + "/v1",
+            "api_key": "${FAKE_UPSTREAM_KEY}",
+            "headers": {"X-Team": "alpha", "OpenAI-Project": "proj_123"},
+        }
+    )
     models.append({"name": "demo", "provider": "demo", "pace": 0.001})
     return models
 

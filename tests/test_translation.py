@@ -399,3 +399,36 @@ def test_reasoning_request_maps_to_each_upstream(
         {"generationConfig": {"thinkingConfig": {"thinkingBudget": 20000}}},
     )
     assert fake.last("ok").body["reasoning_effort"] == "high"
+
+
+def test_configured_extra_headers_reach_the_upstream(
+    gateway: GatewayProcess, fake: FakeUpstream
+) -> None:
+    response = send(gateway, "openai", "openai-extra-headers")
+    assert response.status_code == 200
+    received = fake.last("ok-headers").headers
+    assert received["X-Team"] == "alpha" and received["OpenAI-Project"] == "proj_123"
+    assert received["Authorization"].startswith("Bearer ")
+
+
+@pytest.mark.parametrize("upstream", ["gemini", "openai"])
+def test_gemini_stream_without_alt_sse_is_a_json_array(
+    gateway: GatewayProcess, upstream: str
+) -> None:
+    """Without `alt=sse` Gemini streams one JSON array, written element by element."""
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    response = httpx.post(
+        f"{gateway.url}/v1beta/models/{upstream}-ok:streamGenerateContent", json=body, headers=AUTH
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    chunks = orjson.loads(response.content)
+    assert isinstance(chunks, list) and len(chunks) > 1
+    text = "".join(
+        p.get("text", "") for c in chunks for p in c["candidates"][0]["content"]["parts"]
+    )
+    from tests.fake_upstream import EXPECTED_TEXT
+
+    assert text == EXPECTED_TEXT
+    assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert chunks[-1]["usageMetadata"]["promptTokenCount"] == 11
