@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tidegate.errors import UpstreamProtocolError
 from tidegate.sse import NDJSONDecoder, SSEDecoder, SSEEvent, encode_comment, encode_event
 
 
@@ -196,3 +197,39 @@ def test_ndjson_any_split(cuts: list[int]) -> None:
         start = point
     lines += decoder.flush()
     assert lines == ['{"a": "你好"}'.encode(), b'{"b": 2}', b'{"c": 3}']
+
+
+def test_a_line_that_never_ends_is_refused_in_linear_time() -> None:
+    """A never-ending line is collected read by read (no quadratic copying), then refused."""
+    decoder = SSEDecoder(max_event_bytes=1 << 20)
+    decoder.decode(b'data: {"a": 1}\n\n')
+    chunk = b"x" * 1000
+    with pytest.raises(UpstreamProtocolError, match="longer than"):
+        for _ in range(10_000):  # 10 MB, in reads of 1 KB
+            decoder.decode(chunk)
+
+
+def test_an_event_of_many_data_lines_is_bounded() -> None:
+    decoder = SSEDecoder(max_event_bytes=1000)
+    with pytest.raises(UpstreamProtocolError, match="larger than"):
+        decoder.decode(b"data: 0123456789\n" * 200)
+
+
+def test_stray_lines_are_bounded() -> None:
+    decoder = SSEDecoder(keep_stray=True, max_event_bytes=1000)
+    with pytest.raises(UpstreamProtocolError, match="not SSE"):
+        decoder.decode(b"junk line\n" * 200)
+
+
+def test_ndjson_lines_are_bounded() -> None:
+    decoder = NDJSONDecoder(max_line_bytes=1000)
+    with pytest.raises(UpstreamProtocolError, match="longer than"):
+        for _ in range(100):
+            decoder.decode(b"y" * 100)
+    decoder = NDJSONDecoder(max_line_bytes=1000)
+    with pytest.raises(UpstreamProtocolError, match="longer than"):
+        decoder.decode(b"z" * 2000 + b"\n")
+    decoder = NDJSONDecoder(max_line_bytes=1000)
+    assert decoder.decode(b'{"a"') == []
+    assert decoder.decode(b": 1}\n{") == [b'{"a": 1}']
+    assert decoder.flush() == [b"{"]

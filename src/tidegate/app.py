@@ -31,7 +31,9 @@ from tidegate.errors import (
     Unauthorized,
 )
 from tidegate.logs import AccessLog, log
+from tidegate.loopwatch import LoopLag
 from tidegate.redact import Redactor
+from tidegate.relay import MESSAGE_CHARS
 from tidegate.routing import Router
 
 Handler = Callable[["Gateway", RequestContext, Request, Send], Awaitable[None]]
@@ -64,6 +66,7 @@ class Gateway:
         self._id_prefix = os.urandom(5).hex()
         self._id_counter = itertools.count(1)
         self.session: aiohttp.ClientSession | None = None
+        self.loop_lag = LoopLag()
         self._routes: dict[str, dict[str, Route]] = {
             "/stream-ask": {"POST": Route(stream_ask.handle, stream_ask.render_error)},
             "/v1/chat/completions": {
@@ -76,6 +79,7 @@ class Gateway:
             "/healthz": {"GET": Route(health.healthz, health.render_error, needs_key=False)},
             "/readyz": {"GET": Route(health.readyz, health.render_error, needs_key=False)},
             "/admin/deployments": {"GET": Route(health.deployments, health.render_error)},
+            "/admin/runtime": {"GET": Route(health.runtime, health.render_error)},
         }
         # Routes whose path carries a parameter, matched by prefix.
         gemini_route = {"POST": Route(gemini.handle, gemini.render_error)}
@@ -99,6 +103,7 @@ class Gateway:
     async def startup(self) -> None:
         """Create the process's pooled upstream HTTP client and start the access log."""
         self.access_log.start()
+        self.loop_lag.start()
         http = self.config.http
         connector = aiohttp.TCPConnector(
             limit=http.pool_size,
@@ -118,6 +123,7 @@ class Gateway:
         """Close the HTTP client and its pooled connections; flush the access log."""
         if self.session is not None:
             await self.session.close()
+        self.loop_lag.stop()
         self.access_log.close()
 
     # -- ASGI -------------------------------------------------------------------------------
@@ -197,7 +203,7 @@ class Gateway:
         if ctx.committed:
             return  # the relay already ended the stream with an in-band error
         ctx.status = err.status
-        err.message = self.redact(err.message)
+        err.message = self.redact.excerpt(err.message, MESSAGE_CHARS)
         headers = ctx.response_headers()
         if err.retry_after is not None:
             headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))

@@ -130,9 +130,15 @@ class AuthConfig(_Frozen):
 
 
 class LimitsConfig(_Frozen):
-    """Bounds on what a client may send."""
+    """Bounds on what a client may send and what an upstream may make the gateway hold."""
 
     max_body_bytes: PositiveInt = 10 * 1024 * 1024
+    # The largest SSE event or NDJSON line an upstream may send (a line that never ends is
+    # refused once it passes this), and the largest whole (non-streaming) answer, inflated.
+    max_event_bytes: PositiveInt = 1024 * 1024
+    max_response_bytes: PositiveInt = 10 * 1024 * 1024
+    # Seconds a last write to a client that has stopped reading may take before it is dropped.
+    write_timeout: PositiveFloat = 30.0
 
 
 class HttpConfig(_Frozen):

@@ -34,12 +34,20 @@ from tidegate.errors import (
     as_gateway_error,
 )
 from tidegate.events import Completion, Event, StreamError
-from tidegate.providers.base import Provider, StreamParser, UpstreamCall, UpstreamResponse
+from tidegate.providers.base import (
+    PARSE_ERRORS,
+    Provider,
+    StreamParser,
+    UpstreamCall,
+    UpstreamResponse,
+    malformed,
+)
 from tidegate.routing import Deployment, Router
 from tidegate.watchdog import Watchdog
 
 ERROR_BODY_LIMIT = 64 * 1024
-RESPONSE_BODY_LIMIT = 64 * 1024 * 1024
+#: The most bytes of one upstream read that are parsed (and encoded) without yielding the loop.
+READ_SLICE = 16 * 1024
 
 T = TypeVar("T")
 
@@ -55,6 +63,7 @@ class Opened:
         "deployment",
         "dog",
         "events",
+        "leftover",
         "parser",
         "passthrough",
         "pending",
@@ -76,7 +85,8 @@ class Opened:
         self.response = response
         self.parser = parser
         self.dog = dog
-        self.pending: list[bytes] = []
+        self.pending: list[bytes] = []  # bytes read and parsed before the commit
+        self.leftover = b""  # bytes read before the commit but not parsed yet (see READ_SLICE)
         self.events: list[Event] = []
 
 
@@ -232,19 +242,34 @@ async def _attempt_stream(
             deployment, call, passthrough, response, provider.stream_parser(side=passthrough), dog
         )
         parser = opened.parser
+        held = 0
         while not parser.started and not parser.done:
             t0 = time.perf_counter()
             try:
                 chunk = await response.read_chunk()
             finally:
                 ctx.waited += time.perf_counter() - t0
-            if not chunk:
-                opened.events += parser.finish()
-                break
-            opened.pending.append(chunk)
-            opened.events += parser.feed(chunk)
+            try:
+                if not chunk:
+                    opened.events += parser.finish()
+                    break
+                # A large read is parsed a slice at a time: the rest waits for the relay once
+                # the first event has been found, so no read costs the loop more than a slice.
+                while chunk and not parser.started and not parser.done:
+                    piece, chunk = chunk[:READ_SLICE], chunk[READ_SLICE:]
+                    opened.pending.append(piece)
+                    opened.events += parser.feed(piece)
+                opened.leftover = chunk
+            except PARSE_ERRORS as exc:
+                raise malformed(exc) from None
             if any(isinstance(e, StreamError) for e in opened.events):
                 break
+            held += len(chunk)
+            if held > provider.max_event_bytes and not parser.started:
+                raise UpstreamProtocolError(
+                    f"upstream sent {held} bytes without a first event (limit "
+                    f"{provider.max_event_bytes})"
+                )
         for event in opened.events:
             if isinstance(event, StreamError):
                 raise as_gateway_error(event.error)
@@ -275,7 +300,11 @@ async def _attempt_whole(
         response = await _send(ctx, deployment, call)
         t0 = time.perf_counter()
         try:
-            raw = await response.read_body(RESPONSE_BODY_LIMIT)
+            raw = await response.read_body(provider.max_response_bytes + 1)
+            if len(raw) > provider.max_response_bytes:
+                raise UpstreamProtocolError(
+                    f"upstream answer is larger than {provider.max_response_bytes} bytes"
+                )
         finally:
             ctx.waited += time.perf_counter() - t0
     except asyncio.CancelledError:
@@ -287,5 +316,8 @@ async def _attempt_whole(
         if response is not None:
             response.close()
     # A 200 whose body is an error (or is not the format) fails over like any other failure.
-    completion = provider.usage_of_body(raw) if passthrough else provider.parse_completion(raw)
+    try:
+        completion = provider.usage_of_body(raw) if passthrough else provider.parse_completion(raw)
+    except PARSE_ERRORS as exc:
+        raise malformed(exc) from None
     return deployment, passthrough, raw, completion

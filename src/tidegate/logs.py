@@ -24,11 +24,28 @@ access_log = logging.getLogger("tidegate.access")
 log = logging.getLogger("tidegate")
 
 
-def setup_logging(level: str = "info") -> logging.handlers.QueueListener:
-    """Route the root logger through a queue to stderr; returns the started listener."""
+class RedactingFormatter(logging.Formatter):
+    """Formats a record, traceback included, then removes every configured secret from it."""
+
+    def __init__(self, redactor: Redactor):
+        super().__init__("%(message)s")
+        self._redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._redactor(super().format(record))
+
+
+def setup_logging(
+    level: str = "info", redactor: Redactor | None = None
+) -> logging.handlers.QueueListener:
+    """Route the root logger through a queue to stderr; returns the started listener.
+
+    Every line, a traceback's text included, passes `redactor` before it is written: an
+    exception's message may quote upstream data, and that may quote a key.
+    """
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter("%(message)s"))
+    stream.setFormatter(RedactingFormatter(redactor or Redactor(())))
     listener = logging.handlers.QueueListener(records, stream, respect_handler_level=False)
     root = logging.getLogger()
     for handler in list(root.handlers):

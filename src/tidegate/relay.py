@@ -23,16 +23,25 @@ import asyncio
 import time
 from typing import Any, Protocol
 
-from tidegate.config import RoutingConfig
+from tidegate.config import Config, RoutingConfig
 from tidegate.context import RequestContext
 from tidegate.errors import GatewayError, UpstreamError, UpstreamProtocolError, as_gateway_error
 from tidegate.events import Completion, Event, Finish, Sources, StreamError, UsageUpdate
-from tidegate.failover import Opened, Prepare, complete, open_stream
+from tidegate.failover import READ_SLICE, Opened, Prepare, complete, open_stream
 from tidegate.logs import log
-from tidegate.providers.base import PassthroughFilter, upstream_error_from_exception
+from tidegate.providers.base import (
+    PARSE_ERRORS,
+    PassthroughFilter,
+    malformed,
+    upstream_error_from_exception,
+)
+from tidegate.redact import StreamRedactor
 from tidegate.routing import Router
 
 Send = Any  # the ASGI send callable
+
+#: The longest error message a client sees (redacted first, then shortened to this).
+MESSAGE_CHARS = 1000
 
 
 class StreamState:
@@ -96,57 +105,30 @@ async def relay_stream(
     prepare: Prepare,
     encoder: StreamEncoder,
     send: Send,
-    routing: RoutingConfig,
+    config: Config,
 ) -> None:
-    """Stream one request. Raises `GatewayError` only when it fails before anything was sent."""
+    """Stream one request. Raises `GatewayError` only when it fails before anything was sent.
+
+    Every byte that reaches the client passes one `StreamRedactor`, whichever way it was made.
+    The upstream is released before the stream's last write, and that write is bounded by
+    `limits.write_timeout`: a client that stops reading holds nothing of the upstream.
+    """
     state = StreamState()
     opened: Opened | None = None
-    keepalive = KeepAlive(ctx, encoder, send, routing)
+    redactor = ctx.redactor.stream()
+    keepalive = KeepAlive(ctx, encoder, send, config.routing)
+    skip_end = False
     try:
         try:
-            opened = await open_stream(ctx, router, model, prepare, routing)
+            opened = await open_stream(ctx, router, model, prepare, config.routing)
         except GatewayError as err:
             await keepalive.stop()
             if not ctx.committed:
                 raise
             state.error = err
-            await _finish(ctx, state, encoder, send, skip_end=False)
-            return
-        await keepalive.stop()
-        ctx.dropped = opened.call.dropped
-        ctx.mark_first_byte()
-        if not ctx.committed:
-            await _commit(ctx, encoder, send)
-        state.observe(opened.events)
-        passthrough = opened.passthrough
-        filt = opened.call.filter if passthrough else None
-        first = b"".join(opened.pending) if passthrough else encoder.encode(opened.events)
-        # Nothing of the request or the first read needs to live as long as the stream.
-        opened.pending, opened.events = [], []
-        del prepare
-        if filt is not None:
-            first = filt.feed(first)
-        if first:
-            await send({"type": "http.response.body", "body": first, "more_body": True})
-        opened.dog.streaming()
-        try:
-            await _pump(opened, encoder, state, send, filt, ctx)
-        except asyncio.CancelledError:
-            if not opened.dog.cancelled_us():
-                raise
-            state.error = opened.dog.error()
-        except GatewayError as err:
-            state.error = err
-        except Exception as exc:
-            mapped = upstream_error_from_exception(exc)
-            if isinstance(mapped, GatewayError):
-                state.error = mapped
-            else:
-                log.exception("relay failed after the response began")
-                state.error = as_gateway_error(exc)
-        if isinstance(state.error, UpstreamError):
-            opened.deployment.health.failure(time.monotonic())
-        await _finish(ctx, state, encoder, send, skip_end=passthrough and opened.parser.done)
+        else:
+            await keepalive.stop()
+            skip_end = await _forward(ctx, opened, encoder, state, send, redactor)
     finally:
         keepalive.cancel()
         if opened is not None:
@@ -157,6 +139,63 @@ async def relay_stream(
         ctx.finish_reason = state.finish_reason
         if state.error is not None:
             ctx.error_code = state.error.code
+    tail = b""
+    if state.error is not None and not state.error_forwarded:
+        state.error.message = ctx.redactor.excerpt(state.error.message, MESSAGE_CHARS)
+        tail += encoder.error(state.error)
+    if not skip_end:
+        tail += encoder.end(state)
+    tail = redactor.feed(tail) + redactor.flush()
+    try:
+        async with asyncio.timeout(config.limits.write_timeout):
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+    except TimeoutError:
+        ctx.error_code = "client_stalled"
+
+
+async def _forward(
+    ctx: RequestContext,
+    opened: Opened,
+    encoder: StreamEncoder,
+    state: StreamState,
+    send: Send,
+    redactor: StreamRedactor,
+) -> bool:
+    """Commit and forward until the upstream ends or fails; true if its end was forwarded."""
+    ctx.dropped = opened.call.dropped
+    ctx.mark_first_byte()
+    if not ctx.committed:
+        await _commit(ctx, encoder, send)
+    state.observe(opened.events)
+    passthrough = opened.passthrough
+    filt = opened.call.filter if passthrough else None
+    first = b"".join(opened.pending) if passthrough else encoder.encode(opened.events)
+    # Nothing of the request or the first read needs to live as long as the stream.
+    opened.pending, opened.events = [], []
+    if filt is not None:
+        first = filt.feed(first)
+    first = redactor.feed(first)
+    if first:
+        await send({"type": "http.response.body", "body": first, "more_body": True})
+    opened.dog.streaming()
+    try:
+        await _pump(opened, encoder, state, send, filt, redactor)
+    except asyncio.CancelledError:
+        if not opened.dog.cancelled_us():
+            raise
+        state.error = opened.dog.error()
+    except GatewayError as err:
+        state.error = err
+    except Exception as exc:
+        mapped = upstream_error_from_exception(exc)
+        if isinstance(mapped, GatewayError):
+            state.error = mapped
+        else:
+            log.exception("relay failed after the response began")
+            state.error = as_gateway_error(exc)
+    if isinstance(state.error, UpstreamError):
+        opened.deployment.health.failure(time.monotonic())
+    return passthrough and opened.parser.done
 
 
 async def relay_complete(
@@ -229,57 +268,58 @@ async def _pump(
     state: StreamState,
     send: Send,
     filt: PassthroughFilter | None,
-    ctx: RequestContext,
+    redactor: StreamRedactor,
 ) -> None:
     parser, dog, passthrough = opened.parser, opened.dog, opened.passthrough
     read = opened.response.reader()
+    redact = redactor.feed
+    rest, opened.leftover = opened.leftover, b""  # read before the commit, not parsed yet
     while state.error is None and not parser.done:
-        dog.begin_wait()
-        chunk = await read()
-        dog.waiting = False
+        if rest:
+            await asyncio.sleep(0)  # let others run between the slices of one large read
+            chunk, rest = rest, b""
+        else:
+            dog.begin_wait()
+            chunk = await read()
+            dog.waiting = False
+        if len(chunk) > READ_SLICE:
+            chunk, rest = chunk[:READ_SLICE], chunk[READ_SLICE:]
         if not chunk:
-            events = parser.finish()
+            try:
+                events = parser.finish()
+            except PARSE_ERRORS as exc:
+                raise malformed(exc) from None
             state.observe(events)
             if passthrough:
                 if filt is not None:
-                    await _send_body(send, filt.flush())
+                    await _send_body(send, redact(filt.flush()))
                 if state.error is not None:
                     state.error_forwarded = True  # a trailing error object was forwarded as is
             elif events:
-                await _send_body(send, encoder.encode(events))
+                await _send_body(send, redact(encoder.encode(events)))
             if state.error is None and not parser.complete:
                 state.error = UpstreamProtocolError(
                     "upstream stream ended before its end marker (truncated answer)"
                 )
             return
-        events = parser.feed(chunk)
+        try:
+            events = parser.feed(chunk)
+        except PARSE_ERRORS as exc:
+            raise malformed(exc) from None
         if events:
             state.observe(events)
         if passthrough:
             if state.error is not None:
-                # The upstream's own error event goes out as it came, minus any secret.
-                chunk = ctx.redact_bytes(chunk)
-                state.error_forwarded = True
+                state.error_forwarded = True  # the upstream's own error event goes out as it came
             if filt is not None:
                 chunk = filt.feed(chunk) + (filt.flush() if state.error is not None else b"")
+            chunk = redact(chunk)
             if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         elif events:
-            await _send_body(send, encoder.encode(events))
+            await _send_body(send, redact(encoder.encode(events)))
 
 
 async def _send_body(send: Send, body: bytes) -> None:
     if body:
         await send({"type": "http.response.body", "body": body, "more_body": True})
-
-
-async def _finish(
-    ctx: RequestContext, state: StreamState, encoder: StreamEncoder, send: Send, *, skip_end: bool
-) -> None:
-    tail = b""
-    if state.error is not None and not state.error_forwarded:
-        state.error.message = ctx.redact(state.error.message)
-        tail += encoder.error(state.error)
-    if not skip_end:
-        tail += encoder.end(state)
-    await send({"type": "http.response.body", "body": tail, "more_body": False})

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from typing import Any
 
-from tidegate.config import Config, CooldownConfig, ModelConfig
+from tidegate.config import Config, CooldownConfig, LimitsConfig, ModelConfig
 from tidegate.errors import UnknownModel
 from tidegate.providers import Provider, provider_class
 
@@ -92,10 +92,14 @@ class Deployment:
 
     __slots__ = ("config", "health", "in_flight", "key", "provider")
 
-    def __init__(self, key: str, config: ModelConfig, cooldown: CooldownConfig):
+    def __init__(
+        self, key: str, config: ModelConfig, cooldown: CooldownConfig, limits: LimitsConfig
+    ):
         self.key = key
         self.config = config
         self.provider: Provider = provider_class(config.provider)(config)
+        self.provider.max_event_bytes = limits.max_event_bytes
+        self.provider.max_response_bytes = limits.max_response_bytes
         self.health = Health(cooldown)
         self.in_flight = 0
 
@@ -133,7 +137,7 @@ class Router:
             key = model.name if not group else f"{model.name}#{len(group) + 1}"
             if len(group) == 1 and group[0].key == model.name:
                 group[0].key = f"{model.name}#1"
-            group.append(Deployment(key, model, cooldown))
+            group.append(Deployment(key, model, cooldown, config.limits))
             fallbacks = self.fallbacks.setdefault(model.name, [])
             fallbacks += [f for f in model.fallbacks if f not in fallbacks]
 

@@ -19,13 +19,14 @@ from tidegate import __version__
 from tidegate.app import create_app
 from tidegate.config import Config, load_config, read_environment
 from tidegate.logs import setup_logging
+from tidegate.redact import Redactor
 
 _LOOP = "uvloop" if sys.platform != "win32" else "asyncio"
 
 
 def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
     """Serve until interrupted; return the exit status."""
-    listener = setup_logging(args.log_level)
+    listener = setup_logging(args.log_level, Redactor(config.secrets()))
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     keys = len(config.auth.api_keys)
@@ -71,6 +72,7 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
 
 def app_from_environment() -> object:
     """The app factory of a worker process."""
-    setup_logging(os.environ.get("TIDEGATE_LOG_LEVEL", "info"))
     env = read_environment(os.environ.get("TIDEGATE_ENV_FILE", ".env"))
-    return create_app(load_config(None, env))
+    config = load_config(None, env)
+    setup_logging(os.environ.get("TIDEGATE_LOG_LEVEL", "info"), Redactor(config.secrets()))
+    return create_app(config)

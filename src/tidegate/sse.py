@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import re
 
+from tidegate.errors import UpstreamProtocolError
+
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
@@ -52,43 +55,64 @@ class SSEDecoder:
     With `keep_stray=True`, lines that are neither a known field nor a comment (for example the
     bare JSON error object Gemini appends to a failing stream) are collected in `stray_lines`
     for the caller to inspect; the WHATWG rules themselves ignore them.
+
+    A line or an event larger than `max_event_bytes` raises `UpstreamProtocolError`: an
+    upstream that never ends its line cannot make the decoder grow without bound. A line longer
+    than one read is collected as a list of reads and joined once, when it ends.
     """
 
     __slots__ = (
         "_at_start",
-        "_buf",
         "_cr_pending",
         "_data",
+        "_data_size",
         "_event",
         "_last_id",
+        "_max",
+        "_pending",
+        "_pending_size",
         "_retry",
+        "_stray_size",
         "keep_stray",
         "stray_lines",
     )
 
-    def __init__(self, *, keep_stray: bool = False) -> None:
-        self._buf = b""
+    def __init__(
+        self, *, keep_stray: bool = False, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    ) -> None:
+        self._pending: list[bytes] = []  # the reads holding the start of an unfinished line
+        self._pending_size = 0
         self._at_start = True
         self._cr_pending = False
         self._data: list[bytes] = []
+        self._data_size = 0
         self._event = b""
         self._last_id = ""
         self._retry: int | None = None
+        self._max = max_event_bytes
+        self._stray_size = 0
         self.keep_stray = keep_stray
         self.stray_lines: list[bytes] = []
 
     @property
     def has_pending(self) -> bool:
         """True when bytes or an unfinished event are waiting for more input."""
-        return bool(self._buf or self._data or self._event or self._cr_pending)
+        return bool(self._pending or self._data or self._event or self._cr_pending)
 
     def decode(self, chunk: bytes) -> list[SSEEvent]:
         """Feed one network read; return the events it completes, in order."""
-        buf = self._buf + chunk if self._buf else chunk
+        if b"\n" not in chunk and b"\r" not in chunk:
+            if chunk:
+                self._hold(chunk)
+            return []
+        if self._pending:
+            self._pending.append(chunk)
+            buf = b"".join(self._pending)
+            self._pending = []
+            self._pending_size = 0
+        else:
+            buf = chunk
         if self._at_start:
-            if len(buf) < 3 and _BOM.startswith(buf):
-                self._buf = buf
-                return []
             self._at_start = False
             if buf.startswith(_BOM):
                 buf = buf[3:]
@@ -98,21 +122,21 @@ class SSEDecoder:
                 buf = buf[1:]
         if b"\r" in buf:
             last = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
-            if last < 0:
-                self._buf = buf
-                return []
-            self._buf = buf[last + 1 :]
+            rest = buf[last + 1 :]
             # A CR that ends this read may be the first half of a CRLF split across reads.
             self._cr_pending = buf[last] == 0x0D
             lines = _LINE_END.split(buf[: last + 1])
             lines.pop()  # the empty remainder after the last line end
         else:
             last = buf.rfind(b"\n")
-            if last < 0:
-                self._buf = buf
+            if last < 0:  # only the LF of a CRLF split across reads: nothing else ended
+                if buf:
+                    self._hold(buf)
                 return []
-            self._buf = buf[last + 1 :]
+            rest = buf[last + 1 :]
             lines = buf[:last].split(b"\n")
+        if rest:
+            self._hold(rest)
         events: list[SSEEvent] = []
         for line in lines:
             self._line(line, events)
@@ -120,10 +144,26 @@ class SSEDecoder:
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: per WHATWG an event without its closing blank line is discarded."""
-        self._buf = b""
+        self._pending = []
+        self._pending_size = 0
         self._data = []
+        self._data_size = 0
         self._event = b""
         return []
+
+    def take_stray(self) -> list[bytes]:
+        """The stray lines collected so far (see `keep_stray`), forgetting them."""
+        lines, self.stray_lines = self.stray_lines, []
+        self._stray_size = 0
+        return lines
+
+    def _hold(self, part: bytes) -> None:
+        self._pending.append(part)
+        self._pending_size += len(part)
+        if self._pending_size > self._max:
+            raise UpstreamProtocolError(
+                f"upstream sent a line longer than {self._max} bytes without ending it"
+            )
 
     def _line(self, line: bytes, events: list[SSEEvent]) -> None:
         if not line:
@@ -132,6 +172,7 @@ class SSEDecoder:
                 event = self._event.decode("utf-8", "replace") if self._event else "message"
                 events.append(SSEEvent(data, event, self._last_id, self._retry))
             self._data = []
+            self._data_size = 0
             self._event = b""
             return
         if line[0] == 0x3A:  # ':' comment
@@ -146,6 +187,9 @@ class SSEDecoder:
                 value = value[1:]
         if name == b"data":
             self._data.append(value)
+            self._data_size += len(value) + 1
+            if self._data_size > self._max:
+                raise UpstreamProtocolError(f"upstream sent an event larger than {self._max} bytes")
         elif name == b"event":
             self._event = value
         elif name == b"id":
@@ -156,6 +200,11 @@ class SSEDecoder:
                 self._retry = int(value)
         elif self.keep_stray:
             self.stray_lines.append(line)
+            self._stray_size += len(line) + 1
+            if self._stray_size > self._max:
+                raise UpstreamProtocolError(
+                    f"upstream sent more than {self._max} bytes of lines that are not SSE"
+                )
 
 
 def skip_plain_events(decoder: SSEDecoder, chunk: bytes, marker: int) -> bytes:
@@ -177,28 +226,55 @@ class NDJSONDecoder:
     """Incremental newline-delimited JSON splitter: bytes in, one `bytes` line per JSON document.
 
     Blank lines are skipped and a trailing CR is removed; the caller parses each line (orjson
-    accepts bytes and validates UTF-8 itself).
+    accepts bytes and validates UTF-8 itself). A line longer than `max_line_bytes` raises
+    `UpstreamProtocolError`.
     """
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_max", "_pending", "_pending_size")
 
-    def __init__(self) -> None:
-        self._buf = b""
+    def __init__(self, *, max_line_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._max = max_line_bytes
 
     def decode(self, chunk: bytes) -> list[bytes]:
         """Feed one network read; return the complete lines it finishes."""
-        buf = self._buf + chunk if self._buf else chunk
-        last = buf.rfind(b"\n")
+        last = chunk.rfind(b"\n")
         if last < 0:
-            self._buf = buf
+            if chunk:
+                self._hold(chunk)
             return []
-        self._buf = buf[last + 1 :]
-        return [line.rstrip(b"\r") for line in buf[:last].split(b"\n") if line.strip()]
+        if self._pending:
+            self._pending.append(chunk)
+            buf = b"".join(self._pending)
+            last += len(buf) - len(chunk)
+            self._pending = []
+            self._pending_size = 0
+        else:
+            buf = chunk
+        rest = buf[last + 1 :]
+        if rest:
+            self._hold(rest)
+        lines = [line.rstrip(b"\r") for line in buf[:last].split(b"\n") if line.strip()]
+        for line in lines:
+            if len(line) > self._max:
+                raise UpstreamProtocolError(f"upstream sent a line longer than {self._max} bytes")
+        return lines
 
     def flush(self) -> list[bytes]:
         """End of stream: a last line without its newline is still a document."""
-        rest, self._buf = self._buf.strip(), b""
+        rest = b"".join(self._pending).strip()
+        self._pending = []
+        self._pending_size = 0
         return [rest] if rest else []
+
+    def _hold(self, part: bytes) -> None:
+        self._pending.append(part)
+        self._pending_size += len(part)
+        if self._pending_size > self._max:
+            raise UpstreamProtocolError(
+                f"upstream sent a line longer than {self._max} bytes without ending it"
+            )
 
 
 def encode_event(data: bytes, event: bytes | None = None, id: bytes | None = None) -> bytes:

@@ -335,22 +335,28 @@ class AnthropicEncoder:
         )
 
     def encode(self, events: list[Event]) -> bytes:
-        out = b"" if self._started else self._start(events)
+        out: list[bytes] = [] if self._started else [self._start(events)]
         for e in events:
             if isinstance(e, TextDelta):
                 if self._block != "text":
-                    out += self._open("text", {"type": "text", "text": ""})
-                out += self._delta(self._index, {"type": "text_delta", "text": e.text})
+                    out.append(self._open("text", {"type": "text", "text": ""}))
+                out.append(self._delta(self._index, {"type": "text_delta", "text": e.text}))
             elif isinstance(e, ReasoningDelta):
                 if self._block != "thinking":
-                    out += self._open(
-                        "thinking", {"type": "thinking", "thinking": "", "signature": ""}
+                    out.append(
+                        self._open(
+                            "thinking", {"type": "thinking", "thinking": "", "signature": ""}
+                        )
                     )
                 if e.text:
-                    out += self._delta(self._index, {"type": "thinking_delta", "thinking": e.text})
+                    out.append(
+                        self._delta(self._index, {"type": "thinking_delta", "thinking": e.text})
+                    )
                 if e.signature:
-                    out += self._delta(
-                        self._index, {"type": "signature_delta", "signature": e.signature}
+                    out.append(
+                        self._delta(
+                            self._index, {"type": "signature_delta", "signature": e.signature}
+                        )
                     )
             elif isinstance(e, ToolCallDelta):
                 if e.index not in self._tools:
@@ -360,16 +366,16 @@ class AnthropicEncoder:
                         "name": e.name or "",
                         "input": {},
                     }
-                    out += self._open("tool", block)
+                    out.append(self._open("tool", block))
                     self._tools[e.index] = self._index
                 if e.arguments:
                     delta = {"type": "input_json_delta", "partial_json": e.arguments}
-                    out += self._delta(self._tools[e.index], delta)
+                    out.append(self._delta(self._tools[e.index], delta))
             elif isinstance(e, Finish):
                 self._stop = FINISH_TO_STOP.get(e.reason, "end_turn")
             elif isinstance(e, UsageUpdate):
                 self._usage = e.usage
-        return out
+        return b"".join(out)
 
     def error(self, err: GatewayError) -> bytes:
         out = b"" if self._started else self._start([])

@@ -9,6 +9,7 @@ is translated through the canonical `ChatRequest` and the answer through canonic
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,7 @@ def serve_chat(
         return call, False
 
     if stream:
-        return relay_stream(ctx, gw.router, model, prepare, encoder, send, gw.config.routing)
+        return relay_stream(ctx, gw.router, model, prepare, encoder, send, gw.config)
     return _serve_whole(gw, ctx, send, model, prepare, render)
 
 
@@ -66,7 +67,12 @@ async def _serve_whole(
 ) -> None:
     routing = gw.config.routing
     passthrough, raw, completion = await relay_complete(ctx, gw.router, model, prepare, routing)
-    out = raw if passthrough else render(completion)
+    # Every byte a client receives is redacted, a pass-through body's included.
+    out = ctx.redact_bytes(raw if passthrough else render(completion))
     ctx.status = 200
     ctx.mark_first_byte()
-    await send_bytes(send, 200, out, headers=ctx.response_headers())
+    try:
+        async with asyncio.timeout(gw.config.limits.write_timeout):
+            await send_bytes(send, 200, out, headers=ctx.response_headers())
+    except TimeoutError:
+        ctx.error_code = "client_stalled"

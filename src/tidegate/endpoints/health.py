@@ -1,4 +1,5 @@
-"""Operations endpoints: `/healthz` (alive), `/readyz` (ready), `/admin/deployments` (health)."""
+"""Operations endpoints: `/healthz`, `/readyz`, `/admin/deployments` (deployment health) and
+`/admin/runtime` (the process: event-loop lag, tasks, open upstream calls)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ async def deployments(gw: Gateway, ctx: RequestContext, request: Request, send: 
     body = {
         "deployments": gw.router.snapshot(),
         "tasks": len(asyncio.all_tasks()),
+    }
+    ctx.status = 200
+    await send_bytes(send, 200, orjson.dumps(body), headers=ctx.headers_out)
+
+
+async def runtime(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> None:
+    """The process's own health: the event loop's longest lag since the last call, tasks."""
+    body = {
+        "loop_lag_max_ms": round(gw.loop_lag.take_max() * 1000, 2),
+        "tasks": len(asyncio.all_tasks()),
+        "in_flight": sum(d.in_flight for g in gw.router.groups.values() for d in g),
     }
     ctx.status = 200
     await send_bytes(send, 200, orjson.dumps(body), headers=ctx.headers_out)

@@ -304,15 +304,15 @@ class OpenAIChatEncoder:
         return self._head + orjson.dumps([choice]) + b"}\n\n"
 
     def encode(self, events: list[Event]) -> bytes:
-        out = b""
+        out: list[bytes] = []
         if not self._role_sent:
             self._role_sent = True
-            out += self._chunk({"role": "assistant", "content": ""})
+            out.append(self._chunk({"role": "assistant", "content": ""}))
         for e in events:
             if isinstance(e, TextDelta):
-                out += self._chunk({"content": e.text})
+                out.append(self._chunk({"content": e.text}))
             elif isinstance(e, ReasoningDelta):
-                out += self._chunk({"reasoning_content": e.text})
+                out.append(self._chunk({"reasoning_content": e.text}))
             elif isinstance(e, ToolCallDelta):
                 call: dict[str, Any] = {"index": e.index}
                 if e.index not in self._tools_seen:
@@ -322,11 +322,11 @@ class OpenAIChatEncoder:
                     call["function"] = {"name": e.name or "", "arguments": e.arguments}
                 else:
                     call["function"] = {"arguments": e.arguments}
-                out += self._chunk({"tool_calls": [call]})
+                out.append(self._chunk({"tool_calls": [call]}))
             elif isinstance(e, Finish) and not self._finish_sent:
                 self._finish_sent = True
-                out += self._chunk({}, e.reason)
-        return out
+                out.append(self._chunk({}, e.reason))
+        return b"".join(out)
 
     def error(self, err: GatewayError) -> bytes:
         return b"data: " + orjson.dumps({"error": error_object(err)}) + b"\n\n"

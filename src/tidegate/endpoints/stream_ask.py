@@ -67,7 +67,7 @@ def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> Aw
     def prepare(provider: Provider) -> tuple[UpstreamCall, bool]:
         return provider.build_call(chat), False
 
-    return relay_stream(ctx, gw.router, model, prepare, StreamAskEncoder(), send, gw.config.routing)
+    return relay_stream(ctx, gw.router, model, prepare, StreamAskEncoder(), send, gw.config)
 
 
 def read_fields(request: Request) -> dict[str, Any]:
@@ -131,15 +131,15 @@ class StreamAskEncoder:
         return encode_event(orjson.dumps(payload), event, str(self._seq).encode())
 
     def encode(self, events: list[Event]) -> bytes:
-        out = b""
+        out: list[bytes] = []
         for e in events:
             if isinstance(e, TextDelta):
-                out += self._frame({"type": "chunk", "content": e.text})
+                out.append(self._frame({"type": "chunk", "content": e.text}))
             elif isinstance(e, ReasoningDelta):
-                out += self._frame({"type": "reasoning", "content": e.text})
+                out.append(self._frame({"type": "reasoning", "content": e.text}))
             elif isinstance(e, Sources):
-                out += self._frame({"type": "sources", "sources": e.items}, b"sources")
-        return out
+                out.append(self._frame({"type": "sources", "sources": e.items}, b"sources"))
+        return b"".join(out)
 
     def error(self, err: GatewayError) -> bytes:
         return self._frame({"message": err.message, "code": err.code}, b"error")

@@ -43,7 +43,7 @@ from tidegate.providers.base import (
     loads_object,
     status_for_error_type,
 )
-from tidegate.sse import SSEDecoder
+from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 
 API_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -185,7 +185,7 @@ class AnthropicProvider(Provider):
         )
 
     def stream_parser(self, *, side: bool = False) -> StreamParser:
-        return AnthropicStreamParser(side=side)
+        return AnthropicStreamParser(side=side, max_event_bytes=self.max_event_bytes)
 
     def parse_completion(self, body: bytes) -> Completion:
         data = loads_object(body, "message")
@@ -275,8 +275,8 @@ class AnthropicStreamParser(SSEStreamParser):
 
     __slots__ = ("_decoder", "_side", "_tool_index", "_tools", "_usage", "done", "started")
 
-    def __init__(self, *, side: bool = False):
-        self._decoder = SSEDecoder()
+    def __init__(self, *, side: bool = False, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+        self._decoder = SSEDecoder(max_event_bytes=max_event_bytes)
         self._side = side
         self._tools: dict[int, int] = {}  # block index -> canonical tool index
         self._tool_index = 0

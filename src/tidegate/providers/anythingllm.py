@@ -39,7 +39,7 @@ from tidegate.providers.base import (
     UpstreamCall,
     loads_object,
 )
-from tidegate.sse import SSEDecoder
+from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 
 
 class AnythingLLMProvider(Provider):
@@ -108,7 +108,7 @@ class AnythingLLMProvider(Provider):
         )
 
     def stream_parser(self, *, side: bool = False) -> StreamParser:
-        return AnythingLLMStreamParser()
+        return AnythingLLMStreamParser(max_event_bytes=self.max_event_bytes)
 
     def parse_completion(self, body: bytes) -> Completion:
         data = loads_object(body, "chat response")
@@ -187,8 +187,8 @@ class AnythingLLMStreamParser(StreamParser):
 
     __slots__ = ("_decoder", "done", "started")
 
-    def __init__(self) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._decoder = SSEDecoder(max_event_bytes=max_event_bytes)
         self.started = False
         self.done = False
 

@@ -8,6 +8,7 @@ and hands back a `StreamParser` that turns the upstream's bytes into canonical e
 from __future__ import annotations
 
 import asyncio
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar
@@ -25,9 +26,17 @@ from tidegate.errors import (
     UpstreamTimeout,
 )
 from tidegate.events import ChatRequest, Completion, Event
-from tidegate.sse import SSEDecoder, skip_plain_events
+from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, skip_plain_events
 
 ConfigProblem = tuple[str, str, str | None]  # (field, problem, fix)
+
+#: What a parser may raise on upstream data of the wrong shape or type (a string where a count
+#: belongs, a list where an object does): callers turn these into `UpstreamProtocolError`.
+PARSE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
+#: Upstream text kept in an error message; the client sees less (redacted, then shortened).
+EXCERPT_CHARS = 2000
+#: Most bytes one read of a compressed body may inflate to.
+INFLATE_STEP = 256 * 1024
 
 
 class PassthroughFilter(ABC):
@@ -163,6 +172,11 @@ class Provider(ABC):
     #: The wire format it speaks; equal formats allow byte pass-through.
     wire_format: ClassVar[str]
 
+    #: The largest event or line its stream parsers accept (`limits.max_event_bytes`).
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    #: The largest whole answer it reads, inflated (`limits.max_response_bytes`).
+    max_response_bytes: int = 10 * 1024 * 1024
+
     def __init__(self, config: ModelConfig):
         self.config = config
         self.timeouts = config.timeouts
@@ -179,6 +193,7 @@ class Provider(ABC):
         and their streaming variant (SSE accepted, no compression to buffer the stream)."""
         headers = {"Content-Type": "application/json", **auth}
         headers.update({k: v.get_secret_value() for k, v in self.config.headers.items()})
+        headers.setdefault("Accept-Encoding", "gzip, deflate")
         self._headers = headers
         self._stream_headers = {
             **headers,
@@ -244,6 +259,9 @@ class Provider(ABC):
                 headers=call.headers,
                 timeout=self._client_timeout,
                 allow_redirects=False,
+                # Decoded here, in bounded steps (`Inflater`): a small compressed body must not
+                # inflate to a gigabyte inside one read.
+                auto_decompress=False,
             )
         except BaseException as exc:
             raise upstream_error_from_exception(exc, self.timeouts.connect) from exc
@@ -251,39 +269,61 @@ class Provider(ABC):
 
 
 class HttpUpstreamResponse(UpstreamResponse):
-    """An aiohttp response behind the `UpstreamResponse` interface."""
+    """An aiohttp response behind the `UpstreamResponse` interface.
 
-    __slots__ = ("_response", "content_type", "retry_after", "status")
+    A gzip or deflate body is inflated here, at most `INFLATE_STEP` bytes per read; any other
+    content encoding is refused.
+    """
+
+    __slots__ = ("_inflater", "_response", "content_type", "retry_after", "status")
 
     def __init__(self, response: aiohttp.ClientResponse):
         self._response = response
         self.status = response.status
         self.content_type = response.headers.get("Content-Type", "")
         self.retry_after = parse_retry_after(response.headers)
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        self._inflater = Inflater(encoding) if encoding not in ("", "identity") else None
 
     async def read_chunk(self) -> bytes:
         try:
-            return await self._response.content.readany()
+            if self._inflater is None:
+                return await self._response.content.readany()
+            return await self._read_inflated()
         except aiohttp.ClientError as exc:
             raise upstream_error_from_exception(exc, 0) from exc
 
+    async def _read_inflated(self) -> bytes:
+        inflater = self._inflater
+        assert inflater is not None
+        while True:
+            out = inflater.more()
+            if out:
+                return out
+            data = await self._response.content.readany()
+            if not data:
+                return inflater.finish()
+            out = inflater.feed(data)
+            if out:
+                return out
+
     def reader(self) -> Callable[[], Awaitable[bytes]]:
+        if self._inflater is not None:
+            return self.read_chunk
         # aiohttp's own method, without a wrapping coroutine per chunk.
         return self._response.content.readany
 
     async def read_body(self, limit: int) -> bytes:
-        content = self._response.content
         parts: list[bytes] = []
         size = 0
-        try:
-            while size < limit:
-                chunk = await content.readany()
-                if not chunk:
-                    break
-                parts.append(chunk)
-                size += len(chunk)
-        except aiohttp.ClientError as exc:
-            raise upstream_error_from_exception(exc, 0) from exc
+        while True:
+            chunk = await self.read_chunk()
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
         return b"".join(parts)[:limit]
 
     def close(self) -> None:
@@ -291,6 +331,54 @@ class HttpUpstreamResponse(UpstreamResponse):
             self._response.release()
         else:
             self._response.close()
+
+
+class Inflater:
+    """Decodes a gzip or deflate body incrementally, never more than `INFLATE_STEP` at a time.
+
+    Input the step could not take waits as the decompressor's unconsumed tail and is drained by
+    `more()` before more input is read, so one read of a compression bomb costs one bounded step.
+    """
+
+    __slots__ = ("_decoder", "_raw_fallback")
+
+    def __init__(self, encoding: str):
+        if encoding in ("gzip", "x-gzip"):
+            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._raw_fallback = False
+        elif encoding == "deflate":
+            self._decoder = zlib.decompressobj(zlib.MAX_WBITS)
+            self._raw_fallback = True  # servers send raw deflate as often as zlib-wrapped
+        else:
+            raise UpstreamProtocolError(
+                f"upstream used content encoding {encoding[:40]!r}, which tidegate does not decode"
+            )
+
+    def feed(self, data: bytes) -> bytes:
+        """Inflate the start of `data` (the rest waits for `more()`)."""
+        try:
+            return self._decoder.decompress(data, INFLATE_STEP)
+        except zlib.error:
+            if not self._raw_fallback:
+                raise UpstreamProtocolError("upstream sent a corrupt compressed body") from None
+            self._raw_fallback = False
+            self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self.feed(data)
+
+    def more(self) -> bytes:
+        """Inflate the next step of input already fed; `b""` when none is waiting."""
+        tail = self._decoder.unconsumed_tail
+        if not tail:
+            return b""
+        self._raw_fallback = False
+        return self.feed(tail)
+
+    def finish(self) -> bytes:
+        """The end of the body: whatever the decoder still holds (bounded like a step)."""
+        try:
+            return self._decoder.flush(INFLATE_STEP)
+        except zlib.error:
+            raise UpstreamProtocolError("upstream sent a truncated compressed body") from None
 
 
 def upstream_error_from_exception(exc: BaseException, connect_timeout: float = 0) -> BaseException:
@@ -344,11 +432,11 @@ def error_message_of(body: bytes) -> str:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        text = body[:300].decode("utf-8", "replace").strip()
-        if text.lstrip().startswith("<"):
+        text = excerpt(body).strip()
+        if text.startswith("<"):
             return "non-JSON (HTML) error page"
         return text
-    return message_in(data) or body[:300].decode("utf-8", "replace")
+    return message_in(data) or excerpt(body)
 
 
 def message_in(data: Any) -> str | None:
@@ -390,13 +478,29 @@ def status_for_error_type(kind: str | None, code: Any) -> int:
     return 500
 
 
+def excerpt(data: str | bytes) -> str:
+    """Upstream data as text for an error message, bounded but not redacted: the message is
+    redacted where it leaves the process, before it is shortened for the client."""
+    text = data if isinstance(data, str) else data[: EXCERPT_CHARS * 4].decode("utf-8", "replace")
+    return text[:EXCERPT_CHARS]
+
+
+def malformed(exc: BaseException) -> UpstreamProtocolError:
+    """The protocol error for a `PARSE_ERRORS` exception raised while reading upstream data.
+
+    Only the exception's type is named: its text may quote the upstream's data.
+    """
+    return UpstreamProtocolError(
+        f"upstream sent data of the wrong shape or type ({type(exc).__name__})"
+    )
+
+
 def loads_object(data: str | bytes, what: str) -> dict[str, Any]:
     """Parse one JSON object from upstream or raise `UpstreamProtocolError` naming `what`."""
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
-        excerpt = data[:120] if isinstance(data, str) else data[:120].decode("utf-8", "replace")
-        raise UpstreamProtocolError(f"upstream sent malformed {what}: {excerpt!r}") from None
+        raise UpstreamProtocolError(f"upstream sent malformed {what}: {excerpt(data)!r}") from None
     if not isinstance(value, dict):
         raise UpstreamProtocolError(f"upstream sent {what} that is not a JSON object")
     return value

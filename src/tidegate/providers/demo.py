@@ -49,7 +49,7 @@ class DemoProvider(OpenAIProvider):
         return f"{self.config.name}@demo"
 
     def stream_parser(self, *, side: bool = False) -> StreamParser:
-        return OpenAIStreamParser(side=side)
+        return OpenAIStreamParser(side=side, max_event_bytes=self.max_event_bytes)
 
     def parse_completion(self, body: bytes) -> Completion:
         return completion_from_openai(orjson.loads(body))

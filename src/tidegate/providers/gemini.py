@@ -41,10 +41,11 @@ from tidegate.providers.base import (
     Provider,
     StreamParser,
     UpstreamCall,
+    excerpt,
     loads_object,
     status_for_error_type,
 )
-from tidegate.sse import SSEDecoder
+from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 EFFORT_BUDGETS = {"minimal": 512, "low": 2048, "medium": 8192, "high": 24576}
@@ -217,7 +218,7 @@ class GeminiProvider(Provider):
         )
 
     def stream_parser(self, *, side: bool = False) -> StreamParser:
-        return GeminiStreamParser(side=side)
+        return GeminiStreamParser(side=side, max_event_bytes=self.max_event_bytes)
 
     def parse_completion(self, body: bytes) -> Completion:
         data = loads_object(body, "generateContent response")
@@ -284,8 +285,8 @@ class GeminiStreamParser(StreamParser):
 
     __slots__ = ("_decoder", "_last", "_side", "_tool_index", "done", "finished", "started")
 
-    def __init__(self, *, side: bool = False):
-        self._decoder = SSEDecoder(keep_stray=True)
+    def __init__(self, *, side: bool = False, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+        self._decoder = SSEDecoder(keep_stray=True, max_event_bytes=max_event_bytes)
         self._side = side
         self._last: str | None = None
         self._tool_index = 0
@@ -329,16 +330,15 @@ class GeminiStreamParser(StreamParser):
         text = b"\n".join(self._decoder.stray_lines)
         if not final and text.count(b"{") != text.count(b"}"):
             return  # the bare object is still arriving
-        self._decoder.stray_lines = []
+        self._decoder.take_stray()
         try:
             value = orjson.loads(text)
         except orjson.JSONDecodeError:
             value = None
         err = value.get("error") if isinstance(value, dict) else None
         if err is None:
-            excerpt = text[:120].decode("utf-8", "replace")
             out.append(
-                StreamError(UpstreamProtocolError(f"upstream sent non-SSE data: {excerpt!r}"))
+                StreamError(UpstreamProtocolError(f"upstream sent non-SSE data: {excerpt(text)!r}"))
             )
         else:
             out.append(StreamError(error_from_gemini(err)))

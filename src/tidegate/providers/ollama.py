@@ -36,7 +36,7 @@ from tidegate.providers.base import (
     UpstreamCall,
     loads_object,
 )
-from tidegate.sse import NDJSONDecoder
+from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, NDJSONDecoder
 
 
 class OllamaProvider(Provider):
@@ -127,7 +127,7 @@ class OllamaProvider(Provider):
         )
 
     def stream_parser(self, *, side: bool = False) -> StreamParser:
-        return OllamaStreamParser()
+        return OllamaStreamParser(max_event_bytes=self.max_event_bytes)
 
     def parse_completion(self, body: bytes) -> Completion:
         parser = OllamaStreamParser()
@@ -146,8 +146,8 @@ class OllamaStreamParser(StreamParser):
 
     __slots__ = ("_decoder", "_tool_index", "done", "started")
 
-    def __init__(self) -> None:
-        self._decoder = NDJSONDecoder()
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._decoder = NDJSONDecoder(max_line_bytes=max_event_bytes)
         self._tool_index = 0
         self.started = False
         self.done = False

@@ -43,7 +43,7 @@ from tidegate.providers.base import (
     loads_object,
     status_for_error_type,
 )
-from tidegate.sse import SSEDecoder
+from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 
 _FINISH_SET = re.compile(r'"finish_reason"\s*:\s*"')
 _REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
@@ -141,7 +141,7 @@ class OpenAIProvider(Provider):
         )
 
     def stream_parser(self, *, side: bool = False) -> StreamParser:
-        return OpenAIStreamParser(side=side)
+        return OpenAIStreamParser(side=side, max_event_bytes=self.max_event_bytes)
 
     def parse_completion(self, body: bytes) -> Completion:
         return completion_from_openai(loads_object(body, "chat completion"))
@@ -251,8 +251,8 @@ class OpenAIStreamParser(SSEStreamParser):
 
     __slots__ = ("_decoder", "_side", "done", "finished", "started")
 
-    def __init__(self, *, side: bool = False):
-        self._decoder = SSEDecoder()
+    def __init__(self, *, side: bool = False, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES):
+        self._decoder = SSEDecoder(max_event_bytes=max_event_bytes)
         self._side = side
         self.started = False
         self.done = False
