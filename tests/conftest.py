@@ -16,10 +16,34 @@ import orjson
 import pytest
 import yaml
 
-from tests.fake_upstream import API_KEY, MISBEHAVIOURS, FakeUpstream
+from tests.fake_upstream import API_KEY, FakeUpstream
 
 CLIENT_KEY = "tg-client-key-0d6f2b9e81c4"
-SCENARIOS = ["ok", "tools", "reasoning", *sorted(MISBEHAVIOURS)]
+#: The gateway fixture defines a model `<format>-<name>` for each: name -> fake scenario path.
+SCENARIOS = {
+    "ok": "ok",
+    "tools": "tools",
+    "reasoning": "reasoning",
+    "status_400": "status/400",
+    "status_401": "status/401",
+    "status_429": "status/429",
+    "status_500": "status/500",
+    "leaky_401": "status/401/leaky",
+    "html": "html",
+    "slow_headers": "slow_headers",
+    "slow_first_event": "slow_first_event",
+    "error_first": "error_first",
+    "stall_mid": "stall_mid",
+    "drop_mid": "drop_mid",
+    "error_mid": "error_mid",
+    "truncated": "truncated",
+    "malformed_mid": "malformed_mid",
+    "leaky_mid": "leaky_mid",
+    "split_utf8": "split_utf8",
+    "crlf": "crlf",
+    "pings": "pings",
+    "slow_stream": "slow_stream",
+}
 FORMATS = ["openai", "kb", "anthropic", "gemini", "ollama"]
 TEST_TIMEOUTS = {"connect": 2, "first_byte": 1.5, "idle": 0.6, "total": 60}
 _LISTENING = re.compile(r"listening on (http://\S+?:\d+)")
@@ -110,9 +134,9 @@ class GatewayProcess:
 def scenario_models(fake: FakeUpstream) -> list[dict[str, Any]]:
     """A model per fake-upstream scenario and wire format, named `<format>-<scenario>`."""
     models: list[dict[str, Any]] = []
-    for s in SCENARIOS:
+    for s, path in SCENARIOS.items():
         common = {"api_key": "${FAKE_UPSTREAM_KEY}", "timeouts": TEST_TIMEOUTS}
-        base = fake.base(s)
+        base = fake.base(path)
         models += [
             {
                 "name": f"openai-{s}",
@@ -171,7 +195,7 @@ def scenario_models(fake: FakeUpstream) -> list[dict[str, Any]]:
         {
             "name": "openai-extra-headers",
             "provider": "openai",
-            "base_url": fake.base("ok-headers") + "/v1",
+            "base_url": fake.base("ok", "headers") + "/v1",
             "api_key": "${FAKE_UPSTREAM_KEY}",
             "headers": {"X-Team": "alpha", "OpenAI-Project": "proj_123"},
         }

@@ -33,7 +33,7 @@ def gw(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         {
             "name": "chaos",
             "provider": provider,
-            "base_url": fake.base(f"chaos{i}") + suffix,
+            "base_url": fake.base("chaos", i) + suffix,
             "api_key": "${K}",
             "model": "fake-model",
             "timeouts": timeouts,

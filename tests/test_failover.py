@@ -36,39 +36,39 @@ def dep(fake: FakeUpstream, name: str, scenario: str, **extra: Any) -> dict[str,
 @pytest.fixture(scope="module")
 def gw(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     models = [
-        dep(fake, "fo-500", "status_500_fo", priority=0),
-        dep(fake, "fo-500", "ok-fo500", priority=1),
-        dep(fake, "fo-429", "status_429_fo", priority=0),
-        dep(fake, "fo-429", "ok-fo429", priority=1),
-        dep(fake, "fo-400", "status_400_fo", priority=0),
-        dep(fake, "fo-400", "ok-fo400", priority=1),
-        dep(fake, "fo-401", "status_401_fo", priority=0),
-        dep(fake, "fo-401", "ok-fo401", priority=1),
+        dep(fake, "fo-500", "status/500/fo", priority=0),
+        dep(fake, "fo-500", "ok/fo500", priority=1),
+        dep(fake, "fo-429", "status/429/fo", priority=0),
+        dep(fake, "fo-429", "ok/fo429", priority=1),
+        dep(fake, "fo-400", "status/400/fo", priority=0),
+        dep(fake, "fo-400", "ok/fo400", priority=1),
+        dep(fake, "fo-401", "status/401/fo", priority=0),
+        dep(fake, "fo-401", "ok/fo401", priority=1),
         dep(fake, "fo-errfirst", "error_first", priority=0),
-        dep(fake, "fo-errfirst", "ok-errfirst", priority=1),
+        dep(fake, "fo-errfirst", "ok/errfirst", priority=1),
         dep(fake, "fo-html", "html", priority=0),
-        dep(fake, "fo-html", "ok-html", priority=1),
+        dep(fake, "fo-html", "ok/html", priority=1),
         dep(fake, "fo-slow", "slow_first_event", priority=0),
-        dep(fake, "fo-slow", "ok-slow", priority=1),
+        dep(fake, "fo-slow", "ok/slow", priority=1),
         dep(fake, "fo-refused", "refused", priority=0),
-        dep(fake, "fo-refused", "ok-refused", priority=1),
-        dep(fake, "fo-mixed", "status_503_mixed", provider="anthropic", priority=0),
-        dep(fake, "fo-mixed", "ok-mixed", priority=1),
-        dep(fake, "fo-allbad", "status_500_allbad"),
-        dep(fake, "fo-allbad", "status_502_allbad"),
+        dep(fake, "fo-refused", "ok/refused", priority=1),
+        dep(fake, "fo-mixed", "status/503/mixed", provider="anthropic", priority=0),
+        dep(fake, "fo-mixed", "ok/mixed", priority=1),
+        dep(fake, "fo-allbad", "status/500/allbad"),
+        dep(fake, "fo-allbad", "status/502/allbad"),
         dep(fake, "fo-mid", "error_mid", priority=0),
-        dep(fake, "fo-mid", "ok-mid", priority=1),
-        dep(fake, "fo-retry", "status_503_retry", retries=2),
-        dep(fake, "fo-fallback", "status_500_fb", fallbacks=["fb-target"]),
-        dep(fake, "fb-target", "ok-fb"),
-        dep(fake, "cd", "status_500_cd", priority=0),
-        dep(fake, "cd", "ok-cd", priority=1),
-        dep(fake, "cd-single", "status_500_cds"),
-        dep(fake, "wt", "ok-w1", weight=3),
-        dep(fake, "wt", "ok-w2", weight=1),
+        dep(fake, "fo-mid", "ok/mid", priority=1),
+        dep(fake, "fo-retry", "status/503/retry", retries=2),
+        dep(fake, "fo-fallback", "status/500/fb", fallbacks=["fb-target"]),
+        dep(fake, "fb-target", "ok/fb"),
+        dep(fake, "cd", "status/500/cd", priority=0),
+        dep(fake, "cd", "ok/cd", priority=1),
+        dep(fake, "cd-single", "status/500/cds"),
+        dep(fake, "wt", "ok/w1", weight=3),
+        dep(fake, "wt", "ok/w2", weight=1),
         dep(fake, "lim", "slow_stream", max_in_flight=1),
         dep(fake, "lim2", "slow_stream", max_in_flight=1, priority=0),
-        dep(fake, "lim2", "ok-lim2", priority=1),
+        dep(fake, "lim2", "ok/lim2", priority=1),
         dep(fake, "late", "slow_first_event", timeouts={**T, "first_byte": 10}),
         dep(fake, "late-bad", "slow_first_event", timeouts={**T, "first_byte": 1}),
     ]
@@ -109,13 +109,13 @@ def text_of(response: httpx.Response) -> str:
 @pytest.mark.parametrize(
     ("model", "bad"),
     [
-        ("fo-500", "status_500_fo"),
-        ("fo-401", "status_401_fo"),
+        ("fo-500", "status/500/fo"),
+        ("fo-401", "status/401/fo"),
         ("fo-errfirst", "error_first"),
         ("fo-html", "html"),
         ("fo-slow", "slow_first_event"),
         ("fo-refused", None),
-        ("fo-mixed", "status_503_mixed"),
+        ("fo-mixed", "status/503/mixed"),
     ],
 )
 @pytest.mark.parametrize("stream", [True, False])
@@ -152,21 +152,21 @@ def test_failover_is_invisible_to_the_client(
 def test_rate_limited_deployment_waits_out_its_retry_after(
     gw: GatewayProcess, fake: FakeUpstream
 ) -> None:
-    before = fake.count("status_429_fo")
+    before = fake.count("status/429/fo")
     first = ask(gw, "fo-429")
     assert first.status_code == 200 and first.headers["x-tidegate-attempts"] == "2"
     second = ask(gw, "fo-429", stream=False)
     assert second.status_code == 200 and second.headers["x-tidegate-attempts"] == "1"
-    assert fake.count("status_429_fo") == before + 1  # Retry-After: 7 is honoured
+    assert fake.count("status/429/fo") == before + 1  # Retry-After: 7 is honoured
 
 
 def test_deterministic_client_error_is_not_retried(gw: GatewayProcess, fake: FakeUpstream) -> None:
-    before = fake.count("ok-fo400")
+    before = fake.count("ok/fo400")
     response = ask(gw, "fo-400")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "upstream_invalid_request"
     assert "fake 400" in response.json()["error"]["message"]
-    assert fake.count("ok-fo400") == before
+    assert fake.count("ok/fo400") == before
 
 
 def test_all_deployments_failing_returns_the_last_error(gw: GatewayProcess) -> None:
@@ -178,10 +178,10 @@ def test_all_deployments_failing_returns_the_last_error(gw: GatewayProcess) -> N
 
 
 def test_retries_the_same_deployment_with_backoff(gw: GatewayProcess, fake: FakeUpstream) -> None:
-    before = fake.count("status_503_retry")
+    before = fake.count("status/503/retry")
     response = ask(gw, "fo-retry", stream=False)
     assert response.status_code == 502
-    assert fake.count("status_503_retry") == before + 3  # 1 + retries
+    assert fake.count("status/503/retry") == before + 3  # 1 + retries
 
 
 def test_fallback_model_serves_when_the_group_fails(gw: GatewayProcess) -> None:
@@ -192,17 +192,17 @@ def test_fallback_model_serves_when_the_group_fails(gw: GatewayProcess) -> None:
 
 
 def test_no_failover_after_the_first_byte(gw: GatewayProcess, fake: FakeUpstream) -> None:
-    before = fake.count("ok-mid")
+    before = fake.count("ok/mid")
     response = ask(gw, "fo-mid")
     assert response.status_code == 200
     assert '"error"' in response.text and response.text.endswith("data: [DONE]\n\n")
-    assert fake.count("ok-mid") == before
+    assert fake.count("ok/mid") == before
 
 
 def test_cooldown_skips_a_failing_deployment_then_probes_it_once(
     gw: GatewayProcess, fake: FakeUpstream
 ) -> None:
-    bad = "status_500_cd"
+    bad = "status/500/cd"
     start = fake.count(bad)
     for _ in range(3):  # three failures trip the breaker (cooldown.failures = 3)
         assert ask(gw, "cd").status_code == 200

@@ -406,7 +406,7 @@ def test_configured_extra_headers_reach_the_upstream(
 ) -> None:
     response = send(gateway, "openai", "openai-extra-headers")
     assert response.status_code == 200
-    received = fake.last("ok-headers").headers
+    received = fake.last("ok/headers").headers
     assert received["X-Team"] == "alpha" and received["OpenAI-Project"] == "proj_123"
     assert received["Authorization"].startswith("Bearer ")
 
