@@ -24,10 +24,12 @@ from tidegate.config import Config
 from tidegate.context import CLIENT_CLOSED, RequestContext
 from tidegate.endpoints import anthropic_messages, gemini, health, openai_chat, stream_ask
 from tidegate.errors import (
+    ClientDisconnected,
     GatewayError,
     InternalError,
     MethodNotAllowed,
     NotFound,
+    RequestTimeout,
     Unauthorized,
 )
 from tidegate.logs import AccessLog, log
@@ -60,6 +62,7 @@ class Gateway:
         self.stream_ask_model = config.stream_ask.model or config.models[0].name
         self._keys = [k.get_secret_value().encode() for k in config.auth.api_keys]
         self.max_body = config.limits.max_body_bytes
+        self.body_timeout = config.limits.body_timeout
         # Request ids: a random per-process prefix and a counter (unique, and cheap to make).
         self._id_prefix = os.urandom(5).hex()
         self._id_counter = itertools.count(1)
@@ -168,9 +171,12 @@ class Gateway:
                     "missing or unknown client key; send it as 'Authorization: Bearer <key>'"
                 )
             if request.method == "POST":
-                await request.read_body(receive, self.max_body)
+                await request.read_body(receive, self.max_body, self.body_timeout)
             watcher = DisconnectWatcher(receive)
             await route.handler(self, ctx, request, send)
+        except ClientDisconnected as err:
+            ctx.status = CLIENT_CLOSED
+            ctx.error_code = err.code
         except GatewayError as err:
             await self._send_error(ctx, err, render, send)
         except asyncio.CancelledError:
@@ -203,6 +209,9 @@ class Gateway:
             headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
         if err.status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
+        if isinstance(err, RequestTimeout):
+            # The rest of a slow body is not worth waiting for on this connection.
+            headers.append((b"connection", b"close"))
         await send_bytes(send, err.status, render(err), headers=headers)
 
     def _authorized(self, request: Request) -> bool:
