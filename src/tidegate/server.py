@@ -35,6 +35,8 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     keys = len(config.auth.api_keys)
     auth = f"{keys} client key(s)" if keys else "no client keys"
+    if config.auth.admin_keys:
+        auth += f", {len(config.auth.admin_keys)} admin key(s)"
     # Printed whatever the log level: operators and test harnesses read the bound address here.
     print(
         f"tidegate {__version__} listening on http://{shown}:{port} "
