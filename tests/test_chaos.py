@@ -24,6 +24,8 @@ from tests.fake_upstream import API_KEY, EXPECTED_TEXT, FakeUpstream
 
 STREAMS = 200
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+ADMIN_KEY = "tg-admin-key-chaos-70c2"
+ADMIN = {"x-api-key": ADMIN_KEY}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def gw(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     ]
     config = {
         "models": models,
-        "auth": {"api_keys": [CLIENT_KEY]},
+        "auth": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY]},
         "routing": {
             "max_attempts": 4,
             "budget_seconds": 10,
@@ -112,7 +114,7 @@ async def storm(url: str) -> list[tuple[str, str]]:
 
 
 def admin(gw: GatewayProcess) -> dict[str, Any]:
-    return httpx.get(f"{gw.url}/admin/deployments", headers=AUTH).json()  # type: ignore[no-any-return]
+    return httpx.get(f"{gw.url}/admin/deployments", headers=ADMIN).json()  # type: ignore[no-any-return]
 
 
 def test_chaos(gw: GatewayProcess, fake: FakeUpstream, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +230,127 @@ def test_serve_with_two_workers(start_gateway: Any) -> None:
         p for p in psutil.Process(gw.proc.pid).children(recursive=True) if "python" in p.name()
     ]
     assert len(workers) >= 2
+
+
+def run_bounded(
+    tmp_path: Path, *args: str, seconds: float = 2.0, max_rss: int = 200 * 1024 * 1024
+) -> tuple[int | None, str, float, int]:
+    """Run `tidegate`, killing it past `seconds` or `max_rss` bytes of memory:
+    (exit status or None if killed, stderr, elapsed, peak RSS)."""
+    import psutil
+
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tidegate", *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watched = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        if time.monotonic() - start > seconds or peak > max_rss:
+            proc.kill()
+            proc.wait(5)
+            assert proc.stderr is not None
+            proc.stderr.close()
+            return None, "", time.monotonic() - start, peak
+        time.sleep(0.01)
+    _, stderr = proc.communicate(timeout=5)
+    return proc.returncode, stderr, time.monotonic() - start, peak
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """The 'billion laughs' document: each level repeats the previous one `width` times."""
+    lines = ["a0: &a0 [" + ", ".join(['"x"'] * width) + "]"]
+    for n in range(1, levels):
+        lines.append(f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * width) + "]")
+    lines.append(f"models: *a{levels - 1}")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    """Invariant: a small file whose aliases expand to billions of values is refused within two
+    seconds and a little memory, exit 2, naming the problem."""
+    text = alias_bomb()
+    assert len(text) < 600
+    path = write(tmp_path, text)
+    status, stderr, elapsed, peak = run_bounded(tmp_path, "check", "--config", str(path))
+    assert status == 2, f"killed after {elapsed:.1f}s at {peak / 1e6:.0f} MB"
+    assert "aliases (*name) may repeat a block only so often" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_alias_expansion_is_checked_before_anything_is_built(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expands to more than"):
+        load(tmp_path, alias_bomb(levels=7, width=8))
+
+
+def test_recursive_aliases_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="refers to itself"):
+        load(tmp_path, "models: &m [*m]\n")
+
+
+def test_small_anchors_and_merge_keys_keep_working(tmp_path: Path) -> None:
+    text = """
+models:
+  - &base
+    name: a
+    provider: openai
+    base_url: https://api.example.com/v1
+    api_key: ${KEY}
+    timeouts: &fast {connect: 1, first_byte: 2}
+  - <<: *base
+    name: b
+    timeouts: *fast
+"""
+    config = load(tmp_path, text, {"KEY": "sk-anchor-1234"})
+    assert [m.name for m in config.models] == ["a", "b"]
+    assert config.models[1].timeouts.first_byte == 2
+    assert config.models[1].api_key is not None
+    assert config.models[1].api_key.get_secret_value() == "sk-anchor-1234"
+
+
+def test_deeply_nested_yaml_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load(tmp_path, "models: " + "[" * 5000 + "]" * 5000 + "\n")
+
+
+def test_invalid_utf8_is_a_config_error_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "tidegate.yaml"
+    path.write_bytes(b"models:\n  - name: caf\xe9\n    provider: demo\n")
+    result = run_cli(tmp_path, "check", "--config", str(path))
+    assert result.returncode == 2, result.stderr
+    assert "UTF-8" in result.stderr and "line 2" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_utf8_in_dotenv_is_a_config_error_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"TIDEGATE_API_KEY=caf\xe9\n")
+    result = run_cli(tmp_path, "check")
+    assert result.returncode == 2, result.stderr
+    assert ".env" in result.stderr and "UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_limits_and_admin_keys(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        {
+            "models": [OPENAI],
+            "auth": {"admin_keys": ["${ADMIN}", "${UNSET_ADMIN:-}"]},
+            "limits": {"header_timeout": 2.5, "max_headers": 50},
+        },
+        {"ADMIN": "admin-key-1"},
+    )
+    assert [k.get_secret_value() for k in config.auth.admin_keys] == ["admin-key-1"]
+    assert "admin-key-1" in config.secrets()
+    limits = config.limits
+    assert (limits.header_timeout, limits.max_headers) == (2.5, 50)
+    assert (limits.max_header_bytes, limits.body_timeout) == (64 * 1024, 30)
+    assert limits.max_connections == 10_000

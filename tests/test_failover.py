@@ -16,6 +16,8 @@ from tests.conftest import CLIENT_KEY, GatewayProcess, parse_sse
 from tests.fake_upstream import API_KEY, EXPECTED_TEXT, FakeUpstream
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
+ADMIN_KEY = "tg-admin-key-failover-3e81"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 T = {"connect": 1, "first_byte": 0.8, "idle": 0.5, "total": 30}
 
 
@@ -74,7 +76,7 @@ def gw(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     ]
     config = {
         "models": models,
-        "auth": {"api_keys": [CLIENT_KEY]},
+        "auth": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY]},
         "routing": {
             "max_attempts": 4,
             "budget_seconds": 20,
@@ -211,7 +213,7 @@ def test_cooldown_skips_a_failing_deployment_then_probes_it_once(
         response = ask(gw, "cd")
         assert response.headers["x-tidegate-attempts"] == "1"
     assert fake.count(bad) == start + 3  # skipped while cooling
-    health = httpx.get(f"{gw.url}/admin/deployments", headers=AUTH).json()
+    health = httpx.get(f"{gw.url}/admin/deployments", headers=ADMIN).json()
     state = {d["deployment"]: d for d in health["deployments"]}
     assert state["cd#1"]["state"] == "cooling" and state["cd#1"]["trips"] == 1
     time.sleep(1.1)
@@ -219,7 +221,7 @@ def test_cooldown_skips_a_failing_deployment_then_probes_it_once(
     assert fake.count(bad) == start + 4  # one probe, which fails and trips again for longer
     state = {
         d["deployment"]: d
-        for d in httpx.get(f"{gw.url}/admin/deployments", headers=AUTH).json()["deployments"]
+        for d in httpx.get(f"{gw.url}/admin/deployments", headers=ADMIN).json()["deployments"]
     }
     assert state["cd#1"]["trips"] == 2 and state["cd#1"]["cooldown_remaining_s"] > 1.0
 
@@ -258,7 +260,7 @@ def test_concurrency_limit_is_held_until_the_stream_ends(gw: GatewayProcess) -> 
     time.sleep(0.3)
     state = {
         d["deployment"]: d
-        for d in httpx.get(f"{gw.url}/admin/deployments", headers=AUTH).json()["deployments"]
+        for d in httpx.get(f"{gw.url}/admin/deployments", headers=ADMIN).json()["deployments"]
     }
     assert state["lim"]["in_flight"] == 0
 
@@ -326,7 +328,7 @@ def test_failure_after_early_commit_is_in_band(gw: GatewayProcess) -> None:
 
 def test_admin_endpoint_needs_a_key(gw: GatewayProcess) -> None:
     assert httpx.get(f"{gw.url}/admin/deployments").status_code == 401
-    body = httpx.get(f"{gw.url}/admin/deployments", headers=AUTH).json()
+    body = httpx.get(f"{gw.url}/admin/deployments", headers=ADMIN).json()
     assert body["tasks"] >= 1
     assert {"deployment", "state", "in_flight", "trips"} <= set(body["deployments"][0])
 

@@ -4,6 +4,10 @@
 the process. Each request gets a `RequestContext`; the route's handler does the work; any
 `GatewayError` raised before the response began is rendered here, in the route's own error
 shape; and exactly one access-log line is written when the request ends, however it ends.
+
+Routes are public (health checks), need a client key (`auth.api_keys`, when any is set), or
+belong to the admin API (`/admin/`), which needs an admin key (`auth.admin_keys`) whenever any
+key is configured and is open only when none is (local development).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import itertools
 import os
 import re
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import aiohttp
 
@@ -24,10 +28,13 @@ from tidegate.config import Config
 from tidegate.context import CLIENT_CLOSED, RequestContext
 from tidegate.endpoints import anthropic_messages, gemini, health, openai_chat, stream_ask
 from tidegate.errors import (
+    ClientDisconnected,
+    Forbidden,
     GatewayError,
     InternalError,
     MethodNotAllowed,
     NotFound,
+    RequestTimeout,
     Unauthorized,
 )
 from tidegate.logs import AccessLog, log
@@ -38,14 +45,15 @@ from tidegate.routing import Router
 
 Handler = Callable[["Gateway", RequestContext, Request, Send], Awaitable[None]]
 ErrorRenderer = Callable[[GatewayError], bytes]
+Access = Literal["public", "client", "admin"]
 
 
 class Route(NamedTuple):
-    """A handler, the error shape of its endpoint, and whether it needs a client key."""
+    """A handler, the error shape of its endpoint, and which key it needs."""
 
     handler: Handler
     render_error: ErrorRenderer
-    needs_key: bool = True
+    access: Access = "client"
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -61,7 +69,9 @@ class Gateway:
         self.router = Router(config)
         self.stream_ask_model = config.stream_ask.model or config.models[0].name
         self._keys = [k.get_secret_value().encode() for k in config.auth.api_keys]
+        self._admin_keys = [k.get_secret_value().encode() for k in config.auth.admin_keys]
         self.max_body = config.limits.max_body_bytes
+        self.body_timeout = config.limits.body_timeout
         # Request ids: a random per-process prefix and a counter (unique, and cheap to make).
         self._id_prefix = os.urandom(5).hex()
         self._id_counter = itertools.count(1)
@@ -76,10 +86,10 @@ class Gateway:
                 "POST": Route(anthropic_messages.handle, anthropic_messages.render_error)
             },
             "/v1/models": {"GET": Route(openai_chat.handle_models, openai_chat.render_error)},
-            "/healthz": {"GET": Route(health.healthz, health.render_error, needs_key=False)},
-            "/readyz": {"GET": Route(health.readyz, health.render_error, needs_key=False)},
-            "/admin/deployments": {"GET": Route(health.deployments, health.render_error)},
-            "/admin/runtime": {"GET": Route(health.runtime, health.render_error)},
+            "/healthz": {"GET": Route(health.healthz, health.render_error, "public")},
+            "/readyz": {"GET": Route(health.readyz, health.render_error, "public")},
+            "/admin/deployments": {"GET": Route(health.deployments, health.render_error, "admin")},
+            "/admin/runtime": {"GET": Route(health.runtime, health.render_error, "admin")},
         }
         # Routes whose path carries a parameter, matched by prefix.
         gemini_route = {"POST": Route(gemini.handle, gemini.render_error)}
@@ -169,14 +179,19 @@ class Gateway:
                 raise NotFound(f"no route for {request.path}")
             if route is None:
                 raise MethodNotAllowed(f"{request.path} accepts {', '.join(methods)}")
-            if route.needs_key and self._keys and not self._authorized(request):
-                raise Unauthorized(
-                    "missing or unknown client key; send it as 'Authorization: Bearer <key>'"
-                )
+            # Anything under /admin/ is admin, whatever its route says.
+            access = "admin" if request.path.startswith("/admin/") else route.access
+            if access == "client":
+                self._check_client_key(request)
+            elif access == "admin":
+                self._check_admin_key(request)
             if request.method == "POST":
-                await request.read_body(receive, self.max_body)
+                await request.read_body(receive, self.max_body, self.body_timeout)
             watcher = DisconnectWatcher(receive)
             await route.handler(self, ctx, request, send)
+        except ClientDisconnected as err:
+            ctx.status = CLIENT_CLOSED
+            ctx.error_code = err.code
         except GatewayError as err:
             await self._send_error(ctx, err, render, send)
         except asyncio.CancelledError:
@@ -200,6 +215,7 @@ class Gateway:
         self, ctx: RequestContext, err: GatewayError, render: ErrorRenderer, send: Send
     ) -> None:
         ctx.error_code = err.code
+        ctx.error_detail = err.detail
         if ctx.committed:
             return  # the relay already ended the stream with an in-band error
         ctx.status = err.status
@@ -209,19 +225,46 @@ class Gateway:
             headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
         if err.status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
+        if isinstance(err, RequestTimeout):
+            # The rest of a slow body is not worth waiting for on this connection.
+            headers.append((b"connection", b"close"))
         await send_bytes(send, err.status, render(err), headers=headers)
 
-    def _authorized(self, request: Request) -> bool:
-        given = request.header(b"authorization")
-        if given[:7].lower() == "bearer ":
-            given = given[7:].strip()
-        given = given or request.header(b"x-api-key") or request.header(b"x-goog-api-key")
+    def _check_client_key(self, request: Request) -> None:
+        if self._keys and not _matches(_given_key(request, admin=False), self._keys):
+            raise Unauthorized(
+                "missing or unknown client key; send it as 'Authorization: Bearer <key>'"
+            )
+
+    def _check_admin_key(self, request: Request) -> None:
+        if not self._admin_keys:
+            if self._keys:
+                raise Forbidden("the admin API is closed: set auth.admin_keys to use the admin API")
+            return  # no keys configured at all: local development
+        given = _given_key(request, admin=True)
+        if _matches(given, self._admin_keys):
+            return
+        if _matches(given, self._keys):
+            raise Forbidden("this route needs an admin key (auth.admin_keys), not a client key")
+        raise Unauthorized("missing or unknown admin key; send it as 'Authorization: Bearer <key>'")
+
+
+def _given_key(request: Request, *, admin: bool) -> bytes:
+    """The key a request presents: `Authorization: Bearer` or `x-api-key`; for client keys also
+    `x-goog-api-key` and `?key=` (Gemini's forms, which admin keys are never sent in)."""
+    given = request.header(b"authorization")
+    if given[:7].lower() == "bearer ":
+        given = given[7:].strip()
+    given = given or request.header(b"x-api-key")
+    if not admin:
+        given = given or request.header(b"x-goog-api-key")
         if not given and request.query_string:
             given = request.query.get("key", "")
-        if not given:
-            return False
-        candidate = given.encode()
-        return any(hmac.compare_digest(candidate, key) for key in self._keys)
+    return given.encode()
+
+
+def _matches(given: bytes, keys: list[bytes]) -> bool:
+    return bool(given) and any(hmac.compare_digest(given, key) for key in keys)
 
 
 async def _nothing() -> None:

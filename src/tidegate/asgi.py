@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from tidegate.errors import InvalidRequest, PayloadTooLarge
+from tidegate.errors import ClientDisconnected, InvalidRequest, PayloadTooLarge, RequestTimeout
 
 Scope = dict[str, Any]
 Receive = Any
@@ -56,28 +56,22 @@ class Request:
         """The media type without parameters, lower-cased."""
         return self.header(b"content-type").split(";", 1)[0].strip().lower()
 
-    async def read_body(self, receive: Receive, limit: int) -> bytes:
-        """Read the whole body, refusing more than `limit` bytes with 413."""
+    async def read_body(self, receive: Receive, limit: int, within: float | None = None) -> bytes:
+        """Read the whole body within `within` seconds: more than `limit` bytes is 413, a body
+        still incomplete after `within` seconds is 408, and a client gone before the end raises
+        `ClientDisconnected`."""
         declared = self.header(b"content-length")
         if declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(
                 f"request body of {declared} bytes exceeds the limit of {limit} bytes"
             )
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise asyncio.CancelledError("client disconnected while sending the body")
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-                parts.append(chunk)
-            if not message.get("more_body", False):
-                break
-        self.body = parts[0] if len(parts) == 1 else b"".join(parts)
+        try:
+            async with asyncio.timeout(within):
+                self.body = await _receive_body(receive, limit)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {within:g}s; send it faster"
+            ) from None
         return self.body
 
     def json_object(self) -> dict[str, Any]:
@@ -92,6 +86,23 @@ class Request:
         if not isinstance(data, dict):
             raise InvalidRequest("request body must be a JSON object")
         return data
+
+
+async def _receive_body(receive: Receive, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client disconnected while sending the body")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            parts.append(chunk)
+        if not message.get("more_body", False):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def send_bytes(

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from tidegate import __version__
-from tidegate.config import Config, load_config, mask, read_environment
+from tidegate.config import Config, load_config, mask, mask_url, read_environment
 from tidegate.errors import ConfigError
 
 EXIT_CONFIG = 2
@@ -37,9 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _config_arguments(check)
 
     args = parser.parse_args(argv)
-    env = read_environment(args.env_file)
     try:
-        config = load_config(args.config, env)
+        config = load_config(args.config, read_environment(args.env_file))
     except ConfigError as exc:
         print(f"tidegate: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -55,12 +54,12 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(config: Config) -> str:
-    """A human summary of a configuration, secrets masked."""
+    """A human summary of a configuration: secrets (keys, extra headers, URL passwords) masked."""
     lines = [f"config: {config.source}", "models:"]
     for m in config.models:
         lines.append(f"  - {m.name}: provider={m.provider}")
         if m.base_url:
-            lines.append(f"      base_url: {m.base_url}")
+            lines.append(f"      base_url: {mask_url(m.base_url)}")
         if m.provider != "demo":
             lines.append(f"      upstream model: {m.workspace or m.upstream_model}")
             lines.append(f"      api_key: {mask(m.api_key)}")
@@ -74,6 +73,17 @@ def describe(config: Config) -> str:
     lines.append(f"stream_ask.model: {config.stream_ask.model or config.models[0].name}")
     keys = config.auth.api_keys
     lines.append(f"client keys: {len(keys)}" if keys else "client keys: none (no auth)")
+    admin = len(config.auth.admin_keys)
+    if admin:
+        lines.append(f"admin keys: {admin}")
+    else:
+        lines.append("admin keys: none (/admin/ " + ("closed)" if keys else "open)"))
+    lim = config.limits
+    lines.append(
+        f"limits: body {lim.max_body_bytes} bytes in {lim.body_timeout:g}s, "
+        f"headers {lim.max_header_bytes} bytes / {lim.max_headers} lines in "
+        f"{lim.header_timeout:g}s, {lim.max_connections} connections"
+    )
     lines.append("ok")
     return "\n".join(lines)
 

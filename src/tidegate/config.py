@@ -9,6 +9,11 @@ Where the configuration comes from, in order:
    `ANYTHINGLLM_WORKSPACE_SLUG` define a model `anythingllm`;
 3. with nothing at all, a built-in model `demo` streams a labelled sample answer.
 Variables come from the process environment, then from `.env` (the environment wins).
+
+Hostile or mistaken input is refused cheaply and quietly: a file that is not UTF-8 is a
+`ConfigError`, YAML aliases may expand to at most `MAX_YAML_VALUES` values (measured on the
+node graph before anything is built, so a "billion laughs" file costs microseconds), and no
+`ConfigError` ever shows a value that came from an environment variable.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from dotenv import dotenv_values
@@ -34,7 +39,10 @@ from pydantic import (
 )
 
 from tidegate.errors import ConfigError
+from tidegate.redact import Redactor
 
+#: How many values (scalars, lists, mappings) a YAML file may expand to through aliases.
+MAX_YAML_VALUES = 50_000
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-([^}]*))?\}")
 _SEED_VARS = ("ANYTHINGLLM_BASE_URL", "ANYTHINGLLM_API_KEY", "ANYTHINGLLM_WORKSPACE_SLUG")
 
@@ -124,20 +132,34 @@ class StreamAskConfig(_Frozen):
 
 
 class AuthConfig(_Frozen):
-    """Client keys; when any is set, every endpoint but the health checks requires one."""
+    """Client keys and admin keys.
+
+    With client keys set, every endpoint but the health checks requires one. `/admin/` routes
+    require an admin key whenever any key is configured; with no keys at all they are open.
+    """
 
     api_keys: tuple[SecretStr, ...] = ()
+    admin_keys: tuple[SecretStr, ...] = ()
 
 
 class LimitsConfig(_Frozen):
-    """Bounds on what a client may send and what an upstream may make the gateway hold."""
+    """Bounds on what a client may send and how long it may take (checked before its key is),
+    and on what an upstream may make the gateway hold."""
 
     max_body_bytes: PositiveInt = 10 * 1024 * 1024
-    # The largest SSE event or NDJSON line an upstream may send (a line that never ends is
-    # refused once it passes this), and the largest whole (non-streaming) answer, inflated.
+    #: The request line and all header lines of one request, in bytes.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(default=100, ge=8, le=10_000)
+    #: Seconds from a connection's start (or a request's first byte) to the end of its headers.
+    header_timeout: PositiveFloat = 10.0
+    #: Seconds to receive a whole request body, once the app starts reading it.
+    body_timeout: PositiveFloat = 30.0
+    max_connections: PositiveInt = 10_000
+    #: The largest SSE event or NDJSON line an upstream may send (a line that never ends is
+    #: refused once it passes this), and the largest whole (non-streaming) answer, inflated.
     max_event_bytes: PositiveInt = 1024 * 1024
     max_response_bytes: PositiveInt = 10 * 1024 * 1024
-    # Seconds a last write to a client that has stopped reading may take before it is dropped.
+    #: Seconds a last write to a client that has stopped reading may take before it is dropped.
     write_timeout: PositiveFloat = 30.0
 
 
@@ -164,10 +186,16 @@ class Config(_Frozen):
         return list(dict.fromkeys(m.name for m in self.models))
 
     def secrets(self) -> list[str]:
-        """Every secret value in the configuration, for redaction."""
+        """Every secret value in the configuration, for redaction: upstream keys, extra
+        headers, client and admin keys, and passwords inside `base_url`s."""
         values = [m.api_key.get_secret_value() for m in self.models if m.api_key]
         values += [h.get_secret_value() for m in self.models for h in m.headers.values()]
         values += [k.get_secret_value() for k in self.auth.api_keys]
+        values += [k.get_secret_value() for k in self.auth.admin_keys]
+        for m in self.models:
+            password = urlsplit(m.base_url).password if m.base_url else None
+            if password:
+                values += [password, unquote(password)]  # as written, and as sent
         return [v for v in values if len(v) >= 4]
 
 
@@ -175,32 +203,69 @@ class Config(_Frozen):
 
 
 def read_environment(env_file: str | Path | None = ".env") -> dict[str, str]:
-    """The process environment over the values of `env_file` (missing file: environment only)."""
+    """The process environment over the values of `env_file` (missing file: environment only).
+
+    Raises `ConfigError` when the file is not UTF-8 text.
+    """
     values: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
-        values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        try:
+            values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                str(env_file), f"is not UTF-8 text ({_byte_position(exc)})", "save it as UTF-8"
+            ) from None
     values.update(os.environ)
     return values
 
 
 def load_config(path: str | Path | None, env: Mapping[str, str]) -> Config:
-    """Build the configuration from a YAML file (or the environment alone) and validate it."""
+    """Build the configuration from a YAML file (or the environment alone) and validate it.
+
+    Raises `ConfigError`, whose text never contains a value taken from `env`.
+    """
+    from_env: set[str] = set()
+    try:
+        return _load(path, env, from_env)
+    except ConfigError as exc:
+        if not from_env:
+            raise
+        # A secret put in the wrong field must not be printed in the message about that field.
+        raise exc.redacted(_redactor_for(from_env)) from None
+
+
+def _load(path: str | Path | None, env: Mapping[str, str], from_env: set[str]) -> Config:
     if path is None and env.get("TIDEGATE_CONFIG"):
         path = env["TIDEGATE_CONFIG"]
     if path is not None:
         raw = _read_yaml(Path(path))
-        raw = _substitute(raw, env, "")
+        raw = _substitute(raw, env, "", from_env)
         raw.setdefault("source", str(path))
     else:
-        raw = _config_from_environment(env)
+        raw = _config_from_environment(env, from_env)
     config = _validate(raw)
     _check_semantics(config)
     return config
 
 
+def _redactor_for(values: set[str]) -> Redactor:
+    """Removes each value, also in the escaped form `repr` gives it inside messages."""
+    forms = set()
+    for value in values:
+        if len(value) >= 4:
+            forms.add(value)
+            forms.add(repr(value)[1:-1])
+    return Redactor(forms)
+
+
+def _byte_position(exc: UnicodeDecodeError) -> str:
+    line = exc.object[: exc.start].count(b"\n") + 1
+    return f"byte {exc.start + 1}, line {line}"
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             "--config", f"file {str(path)!r} does not exist", "check the path"
@@ -208,31 +273,86 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError("--config", f"cannot read {str(path)!r}: {exc.strerror}") from exc
     try:
-        data = yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(path), f"is not UTF-8 text ({_byte_position(exc)})", "save the file as UTF-8"
+        ) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node, path)
+        document = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(str(path), f"invalid YAML{where}", "fix the syntax") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
+    except RecursionError:
+        raise ConfigError(
+            str(path), "the YAML is nested too deeply", "flatten the nested lists and mappings"
+        ) from None
+    finally:
+        loader.dispose()
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
         raise ConfigError(str(path), "the top level must be a mapping with a `models:` list")
-    return data
+    return document
 
 
-def _substitute(value: Any, env: Mapping[str, str], where: str) -> Any:
+def _check_expansion(root: yaml.Node, path: Path) -> None:
+    """Refuse a document whose aliases expand it past `MAX_YAML_VALUES` values, or that
+    contains itself. Sizes are memoized per node, so the check is linear in the file."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        known = sizes.get(key)
+        if known is not None:
+            return known
+        if key in open_nodes:
+            raise ConfigError(
+                str(path),
+                "an alias (*name) refers to itself or to a block that contains it",
+                "a configuration cannot be recursive",
+            )
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    expanded = size(root)
+    # Only aliases can make the expansion larger than the nodes written in the file.
+    if expanded > max(MAX_YAML_VALUES, len(sizes)):
+        raise ConfigError(
+            str(path),
+            f"the YAML expands to more than {MAX_YAML_VALUES} values; "
+            "aliases (*name) may repeat a block only so often",
+            "repeat fewer blocks, or write them out",
+        )
+
+
+def _substitute(value: Any, env: Mapping[str, str], where: str, from_env: set[str]) -> Any:
     if isinstance(value, str):
-        return _substitute_string(value, env, where)
+        return _substitute_string(value, env, where, from_env)
     if isinstance(value, list):
-        return [_substitute(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_substitute(v, env, f"{where}[{i}]", from_env) for i, v in enumerate(value)]
     if isinstance(value, dict):
         return {
-            k: _substitute(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()
+            k: _substitute(v, env, f"{where}.{k}" if where else str(k), from_env)
+            for k, v in value.items()
         }
     return value
 
 
-def _substitute_string(text: str, env: Mapping[str, str], where: str) -> str:
+def _substitute_string(text: str, env: Mapping[str, str], where: str, from_env: set[str]) -> str:
     def replace(match: re.Match[str]) -> str:
         name, has_default, default = match.group(1), match.group(2), match.group(3)
         value = env.get(name)
@@ -245,12 +365,14 @@ def _substitute_string(text: str, env: Mapping[str, str], where: str) -> str:
                     f"or give a default with ${{{name}:-value}}",
                 )
             return default or ""
+        from_env.add(value)
         return value
 
     return _ENV_REF.sub(replace, text)
 
 
-def _config_from_environment(env: Mapping[str, str]) -> dict[str, Any]:
+def _config_from_environment(env: Mapping[str, str], from_env: set[str]) -> dict[str, Any]:
+    from_env.update(env[name] for name in (*_SEED_VARS, "TIDEGATE_API_KEY") if env.get(name))
     present = [name for name in _SEED_VARS if env.get(name)]
     raw: dict[str, Any] = {"source": "environment"}
     if present:
@@ -281,9 +403,10 @@ def _config_from_environment(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _validate(raw: dict[str, Any]) -> Config:
     auth = raw.get("auth")
-    if isinstance(auth, dict) and isinstance(auth.get("api_keys"), list):
-        # `${KEY:-}` expands to "": an optional key that is not set is no key at all.
-        auth["api_keys"] = [k for k in auth["api_keys"] if k != ""]
+    for field in ("api_keys", "admin_keys"):
+        if isinstance(auth, dict) and isinstance(auth.get(field), list):
+            # `${KEY:-}` expands to "": an optional key that is not set is no key at all.
+            auth[field] = [k for k in auth[field] if k != ""]
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
@@ -358,6 +481,15 @@ def _check_semantics(config: Config) -> None:
             f"names {config.stream_ask.model!r}, which no models: entry defines",
             f"use one of: {', '.join(names)}",
         )
+
+
+def mask_url(url: str) -> str:
+    """A URL as `check` prints it: a password in its userinfo replaced by `****`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:****@{host}").geturl()
 
 
 def mask(secret: SecretStr | str | None) -> str:

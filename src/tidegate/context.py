@@ -23,6 +23,7 @@ class RequestContext:
         "dropped",
         "endpoint",
         "error_code",
+        "error_detail",
         "finish_reason",
         "first_byte_at",
         "headers_out",
@@ -58,6 +59,7 @@ class RequestContext:
         self.stream = False
         self.status = 0
         self.error_code: str | None = None
+        self.error_detail: str | None = None  # log-only, see GatewayError.detail
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.dropped: list[str] = []
@@ -124,6 +126,8 @@ class RequestContext:
             fields["finish_reason"] = self.finish_reason
         if self.error_code:
             fields["error"] = self.error_code
+        if self.error_detail:
+            fields["error_detail"] = self.error_detail
         if self.dropped:
             fields["dropped"] = self.dropped
         return fields

@@ -9,11 +9,14 @@ GatewayError                          status  code
 ├── ClientError                       4xx
 │   ├── InvalidRequest                400     invalid_request
 │   ├── Unauthorized                  401     unauthorized
+│   ├── Forbidden                     403     forbidden (a valid key without the right)
 │   ├── UnknownModel                  404     model_not_found
 │   ├── NotFound                      404     not_found
 │   ├── MethodNotAllowed              405     method_not_allowed
+│   ├── RequestTimeout                408     request_timeout (the body came too slowly)
 │   ├── PayloadTooLarge               413     payload_too_large
-│   └── RateLimited                   429     rate_limited
+│   ├── RateLimited                   429     rate_limited
+│   └── ClientDisconnected            499     client_closed (never sent: nobody to send it to)
 ├── UpstreamError                     502/504
 │   ├── UpstreamTimeout               504     upstream_timeout (connect|first_byte|idle|total)
 │   ├── UpstreamNetworkError          502     upstream_unreachable / upstream_disconnected
@@ -24,6 +27,13 @@ GatewayError                          status  code
 └── ConfigError                       start-up only: names the field and the fix
 ```
 
+An error's `message` may reach the client; its `detail` (for example an upstream's internal
+address) is written to the access log only.
+
+The HTTP layer below the app answers some requests itself, before any of this exists:
+431 (request head too large), 408 (request head too slow) and 503 (too many connections),
+see `server_protocol.py`.
+
 An upstream HTTP error keeps the upstream's status and message (with secrets redacted by the
 caller) and maps to the client status a user can act on: the client's own mistakes (400, 404
 of a request field, 413, 422) stay client errors, the gateway's credentials being refused
@@ -32,6 +42,7 @@ of a request field, 413, 422) stay client errors, the gateway's credentials bein
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -41,9 +52,18 @@ class GatewayError(Exception):
     status: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        detail: str | None = None,
+    ):
         super().__init__(message)
         self.message = message
+        # What only the access log may see (internal hosts, addresses, library messages).
+        self.detail = detail
         if code is not None:
             self.code = code
         if status is not None:
@@ -76,6 +96,13 @@ class Unauthorized(ClientError):
     code = "unauthorized"
 
 
+class Forbidden(ClientError):
+    """A known key that does not open this route (a client key on the admin API)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class UnknownModel(ClientError):
     """The request names a model that no `models:` entry defines."""
 
@@ -102,6 +129,13 @@ class MethodNotAllowed(ClientError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(ClientError):
+    """The request body did not arrive within `limits.body_timeout`."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(ClientError):
     """The request body is larger than `limits.max_body_bytes`."""
 
@@ -122,6 +156,13 @@ class RateLimited(ClientError):
     @property
     def retry_after(self) -> float | None:
         return self._retry_after
+
+
+class ClientDisconnected(ClientError):
+    """The client went away before its request was read; logged as 499, never rendered."""
+
+    status = 499
+    code = "client_closed"
 
 
 class UpstreamError(GatewayError):
@@ -208,6 +249,12 @@ class ConfigError(Exception):
         self.field = field
         self.problem = problem
         self.fix = fix
+
+    def redacted(self, redact: Callable[[str], str]) -> ConfigError:
+        """The same error with `redact` applied to every part of its text."""
+        return ConfigError(
+            redact(self.field), redact(self.problem), redact(self.fix) if self.fix else None
+        )
 
 
 def _client_status_for(upstream_status: int) -> tuple[int, str]:

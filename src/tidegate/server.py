@@ -3,6 +3,10 @@
 The listening socket is bound by the command before this module runs, so `--port 0` works
 and the real address can be announced. With `--workers N` the socket is shared by N worker
 processes, each of which loads the configuration again from the same sources.
+
+uvicorn owns the lifecycle, workers and signals; each connection is served by
+`server_protocol.LimitedHttpToolsProtocol` (uvicorn's httptools protocol with the `limits:`
+on request heads and connections), whose settings travel in `GatewayServerConfig`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tidegate.app import create_app
 from tidegate.config import Config, load_config, read_environment
 from tidegate.logs import setup_logging
 from tidegate.redact import Redactor
+from tidegate.server_protocol import GatewayServerConfig, LimitedHttpToolsProtocol
 
 _LOOP = "uvloop" if sys.platform != "win32" else "asyncio"
 
@@ -31,6 +36,8 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     keys = len(config.auth.api_keys)
     auth = f"{keys} client key(s)" if keys else "no client keys"
+    if config.auth.admin_keys:
+        auth += f", {len(config.auth.admin_keys)} admin key(s)"
     # Printed whatever the log level: operators and test harnesses read the bound address here.
     print(
         f"tidegate {__version__} listening on http://{shown}:{port} "
@@ -41,7 +48,8 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
     )
     options: dict[str, Any] = {
         "loop": _LOOP,
-        "http": "httptools",
+        "http": LimitedHttpToolsProtocol,
+        "ws": "none",  # no WebSocket routes: an upgrade request is served as plain HTTP
         "lifespan": "on",
         "interface": "asgi3",
         "log_config": None,
@@ -52,7 +60,8 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
     }
     try:
         if args.workers == 1:
-            server = uvicorn.Server(uvicorn.Config(create_app(config), **options))
+            uv_config = GatewayServerConfig(create_app(config), limits=config.limits, **options)
+            server = uvicorn.Server(uv_config)
             server.run(sockets=[sock])
         else:
             # Workers are separate interpreters: they rebuild the app from the same sources.
@@ -61,7 +70,9 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
             os.environ["TIDEGATE_ENV_FILE"] = os.path.abspath(args.env_file)
             os.environ["TIDEGATE_LOG_LEVEL"] = args.log_level
             factory = "tidegate.server:app_from_environment"
-            uv_config = uvicorn.Config(factory, factory=True, workers=args.workers, **options)
+            uv_config = GatewayServerConfig(
+                factory, limits=config.limits, factory=True, workers=args.workers, **options
+            )
             from uvicorn.supervisors import Multiprocess
 
             Multiprocess(uv_config, sockets=[sock]).run()

@@ -8,6 +8,7 @@ and hands back a `StreamParser` that turns the upstream's bytes into canonical e
 from __future__ import annotations
 
 import asyncio
+import os
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
@@ -264,7 +265,9 @@ class Provider(ABC):
                 auto_decompress=False,
             )
         except BaseException as exc:
-            raise upstream_error_from_exception(exc, self.timeouts.connect) from exc
+            raise upstream_error_from_exception(
+                exc, self.timeouts.connect, self.config.name
+            ) from exc
         return HttpUpstreamResponse(response)
 
 
@@ -381,10 +384,14 @@ class Inflater:
             raise UpstreamProtocolError("upstream sent a truncated compressed body") from None
 
 
-def upstream_error_from_exception(exc: BaseException, connect_timeout: float = 0) -> BaseException:
+def upstream_error_from_exception(
+    exc: BaseException, connect_timeout: float = 0, model: str | None = None
+) -> BaseException:
     """The one mapping from client-library exceptions to the gateway's error tree.
 
-    Cancellation and errors already in the tree pass through unchanged.
+    Cancellation and errors already in the tree pass through unchanged. Messages name the
+    `model` whose upstream failed, never its host or address: those go to `detail`, which
+    only the access log shows.
     """
     if isinstance(exc, asyncio.CancelledError | UpstreamError):
         return exc
@@ -392,9 +399,11 @@ def upstream_error_from_exception(exc: BaseException, connect_timeout: float = 0
         return UpstreamTimeout("connect", connect_timeout)
     if isinstance(exc, TimeoutError):
         return UpstreamTimeout("connect", connect_timeout)
+    upstream = f"the upstream of model {model!r}" if model else "the upstream"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamNetworkError(
-            f"cannot connect to upstream {exc.host}:{exc.port}: {exc.strerror}"
+            f"cannot connect to {upstream} ({_connect_failure(exc)})",
+            detail=f"cannot connect to {exc.host}:{exc.port}: {exc.strerror}",
         )
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return UpstreamNetworkError(
@@ -406,8 +415,22 @@ def upstream_error_from_exception(exc: BaseException, connect_timeout: float = 0
     if isinstance(exc, aiohttp.InvalidURL):
         return UpstreamNetworkError("upstream URL is invalid")
     if isinstance(exc, aiohttp.ClientError | OSError):
-        return UpstreamNetworkError(f"upstream connection failed: {type(exc).__name__}: {exc}")
+        return UpstreamNetworkError(
+            f"connection to {upstream} failed: {type(exc).__name__}",
+            detail=f"{type(exc).__name__}: {exc}",
+        )
     return exc
+
+
+def _connect_failure(exc: aiohttp.ClientConnectorError) -> str:
+    """Why a connection failed, in words that name no host or address."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name not resolved"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if exc.errno and exc.errno > 0:
+        return os.strerror(exc.errno).lower()
+    return "connection failed"
 
 
 def parse_retry_after(headers: Any) -> float | None:

@@ -1,0 +1,276 @@
+"""The HTTP/1.1 connection: uvicorn's httptools protocol, with limits enforced before the app.
+
+uvicorn (0.54) puts no bound on a request head: a header value grows for as long as the client
+sends it, a connection may wait forever for its first byte or its last header, and a request
+answered before its body was read keeps its connection while the client trickles the body.
+All of that happens before tidegate sees a request, so before any key is checked. This
+subclass of `HttpToolsProtocol` adds, per connection (settings under `limits:`):
+
+- `max_header_bytes`: the request line and header lines of one request are counted as they
+  arrive and the parser is never fed past the cap: more is refused with 431;
+- `max_headers`: more header lines than this is refused with 431;
+- `header_timeout`: a connection must complete its first request head within this many
+  seconds of opening, and each later request within this many seconds of its first byte;
+  else 408 (or, if nothing at all was received, the connection is simply closed);
+- `max_connections`: a connection beyond it is answered 503 as soon as it is accepted;
+- a request answered before its body was read (401 before the key, 413, 408) closes its
+  connection after the answer instead of reading the rest of the body indefinitely.
+
+A refusal is written here (the app never sees the request) with `connection: close`; then the
+connection is half-closed, and what the client still sends is read and dropped, for at most
+`LINGER_SECONDS` and `LINGER_BYTES`, so that it can read the answer instead of getting a reset.
+If an earlier pipelined request's response is still being sent, nothing is written: that
+response is cut off and the connection closed.
+
+What is counted: every byte fed to the parser from the start of a request head to the end of
+its headers. A request head that begins in the same read as the previous request's end is
+counted from the next read on, so the parser holds at most the cap plus one read.
+
+uvicorn still owns the server's lifecycle, workers and signals; this class only overrides the
+parser callbacks and `data_received`. It depends on internals of `HttpToolsProtocol`
+(`cycle`, `connections`, `flow`, the callback names), which is why pyproject pins uvicorn to
+the minor version it was tested with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from tidegate.config import LimitsConfig
+
+#: After a refusal: how long to keep reading (and dropping) what the client still sends.
+LINGER_SECONDS = 2.0
+#: After a refusal: how much to read and drop before closing anyway.
+LINGER_BYTES = 2 * 1024 * 1024
+
+_REASONS = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+
+
+class GatewayServerConfig(uvicorn.Config):
+    """uvicorn's settings plus tidegate's `limits:`, which reach each connection's protocol
+    through it (and reach worker processes pickled with it)."""
+
+    def __init__(self, app: Any, *, limits: LimitsConfig, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.tidegate_limits = limits
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with bounded request heads, a header timeout, a
+    connection cap, and no unbounded wait for a body nobody will read (see module docstring)."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        limits = (
+            config.tidegate_limits if isinstance(config, GatewayServerConfig) else LimitsConfig()
+        )
+        self._max_head_bytes = limits.max_header_bytes
+        self._max_headers = limits.max_headers
+        self._head_seconds = limits.header_timeout
+        self._max_connections = limits.max_connections
+        # True from a connection's start, and from each request's end, until the next
+        # request's headers are complete: the bytes being fed belong to a request head.
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_count = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        # A refusal decided inside a parser callback, sent once the parser has returned.
+        self._pending: tuple[int, str, str] | None = None
+        # After an answer that ends the connection: input is dropped until it closes, and
+        # parser callbacks still running on the current read are ignored.
+        self._lingering = False
+        self._dropped = 0
+        self._linger_timer: asyncio.TimerHandle | None = None
+
+    # -- connection ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Accept the connection, or answer 503 beyond `max_connections`; start the clock
+        for the first request head."""
+        super().connection_made(transport)
+        if len(self.connections) > self._max_connections:
+            self._refuse(
+                503, "too_many_connections", "the gateway is at its connection limit; retry later"
+            )
+            return
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop this connection's timers, then let uvicorn clean up."""
+        self._cancel_head_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser, never more than the room left in the current request head."""
+        if self._lingering:
+            self._dropped += len(data)
+            if self._dropped > LINGER_BYTES:
+                self.transport.close()
+            return
+        while data and self._in_head:
+            if self._head_timer is None:
+                self._arm_head_timer()
+            room = self._max_head_bytes - self._head_bytes
+            piece, data = (data, b"") if len(data) <= room else (data[:room], data[room:])
+            self._head_bytes += len(piece)
+            super().data_received(piece)
+            if self._stopped_after_feed():
+                return
+            if self._in_head and self._head_bytes >= self._max_head_bytes:
+                self._refuse(
+                    431,
+                    "request_header_fields_too_large",
+                    f"the request line and headers exceed {self._max_head_bytes} bytes",
+                )
+                return
+        if data:
+            super().data_received(data)
+            self._stopped_after_feed()
+
+    def _stopped_after_feed(self) -> bool:
+        """Send a refusal decided during the feed; True when nothing more is to be fed."""
+        if self._pending is not None:
+            refusal, self._pending = self._pending, None
+            if not self.transport.is_closing():
+                self._refuse(*refusal)
+        return self._lingering or self.transport.is_closing()
+
+    # -- parser callbacks ----------------------------------------------------------------
+
+    @property
+    def _ignoring(self) -> bool:
+        return self._lingering or self._pending is not None
+
+    def on_message_begin(self) -> None:
+        """A request starts: its headers are counted afresh and it gets a header timer."""
+        if self._ignoring:
+            return
+        super().on_message_begin()
+        self._header_count = 0
+        if self._head_timer is None:
+            self._arm_head_timer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Keep a header, unless the request has more than `max_headers`."""
+        if self._ignoring:
+            return
+        self._header_count += 1
+        if self._header_count > self._max_headers:
+            self._pending = (
+                431,
+                "request_header_fields_too_large",
+                f"the request has more than {self._max_headers} header fields",
+            )
+            return
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        """The head is complete and within limits: stop its clock and hand it to uvicorn."""
+        if self._ignoring:
+            return
+        self._in_head = False
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        """Body bytes of a request being served (dropped after a refusal)."""
+        if self._ignoring:
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        """The request is complete; whatever follows is the next request's head."""
+        if self._ignoring:
+            return
+        super().on_message_complete()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def on_response_complete(self) -> None:
+        """After a response: if its request's body is still arriving, the app answered without
+        reading it (401, 413, 408), so end the connection rather than read the body forever."""
+        super().on_response_complete()
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and cycle.response_complete
+            and cycle.more_body
+            and not self._lingering
+            and not self.transport.is_closing()
+        ):
+            self._linger()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """tidegate serves no WebSockets (`ws: none`): an upgrade request is answered as plain
+        HTTP. uvicorn would log two warnings per such request, one advising to install a
+        WebSocket library; neither is useful, and a client could flood the log with them."""
+
+    # -- refusals ------------------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self._head_seconds, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._lingering or self.transport.is_closing():
+            return
+        if self._head_bytes == 0 and self.cycle is None:
+            self.transport.close()  # a connection that never sent a byte gets no answer
+            return
+        self._refuse(
+            408,
+            "request_timeout",
+            f"the request headers did not arrive within {self._head_seconds:g}s",
+        )
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer `status` with a JSON error and `connection: close`, then end the connection."""
+        self._cancel_head_timer()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # An earlier request's response is on the wire: a status line now would corrupt it.
+            self._lingering = True
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self.transport.close()
+            return
+        body = orjson.dumps({"error": {"message": message, "code": code}})
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, _REASONS[status], len(body), body)
+        )
+        self._linger()
+
+    def _linger(self) -> None:
+        """Half-close, then read and drop input until the client closes or the linger ends."""
+        self._lingering = True
+        self._in_head = False
+        self._cancel_head_timer()
+        self.flow.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._linger_timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
