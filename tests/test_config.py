@@ -54,6 +54,18 @@ def test_env_substitution_and_defaults(tmp_path: Path) -> None:
         ),
         ({"models": [{**OPENAI, "api_kye": "x"}]}, "models[0].api_kye", "did you mean 'api_key'"),
         (
+            {"models": [{**OPENAI, "workspace": "docs"}]},
+            "models[0].workspace",
+            "unknown setting for provider openai",
+        ),
+        (
+            {"models": [{"name": "d", "provider": "demo", "base_url": "http://x"}]},
+            "models[0].base_url",
+            "unknown setting for provider demo",
+        ),
+        ({"models": [{"name": "m"}]}, "models[0].provider", "is required"),
+        ({"models": ["m"]}, "models[0]", "must be a mapping"),
+        (
             {"models": [{**OPENAI, "provider": "gpt"}]},
             "models[0].provider",
             "use one of: anthropic, anythingllm, demo, gemini, ollama, openai",

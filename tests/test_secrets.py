@@ -14,7 +14,7 @@ import yaml
 
 from tests.conftest import CLIENT_KEY, GatewayProcess
 from tests.fake_upstream import API_KEY
-from tidegate.config import Config
+from tidegate.config import parse_config
 
 ADMIN_KEY = "tg-admin-key-9e0d41c7aa52"
 
@@ -116,7 +116,7 @@ def test_check_masks_a_password_in_base_url(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stdout + result.stderr
     assert "https://svc-user:****@llm.internal.example/v1" in result.stdout
-    secrets = Config.model_validate(config).secrets()
+    secrets = parse_config(config).secrets()
     assert password in secrets and "hunter2-url-pass/x" in secrets
 
 

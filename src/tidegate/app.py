@@ -24,7 +24,6 @@ import aiohttp
 
 from tidegate import __version__
 from tidegate.asgi import DisconnectWatcher, Receive, Request, Scope, Send, send_bytes
-from tidegate.config import Config
 from tidegate.context import CLIENT_CLOSED, RequestContext
 from tidegate.endpoints import anthropic_messages, gemini, health, openai_chat, stream_ask
 from tidegate.errors import (
@@ -42,6 +41,7 @@ from tidegate.loopwatch import LoopLag
 from tidegate.redact import Redactor
 from tidegate.relay import MESSAGE_CHARS
 from tidegate.routing import Router
+from tidegate.settings import Config
 
 Handler = Callable[["Gateway", RequestContext, Request, Send], Awaitable[None]]
 ErrorRenderer = Callable[[GatewayError], bytes]

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from tidegate import __version__
-from tidegate.config import Config, load_config, mask, mask_url, read_environment
+from tidegate.config import load_config, mask, mask_url, read_environment
 from tidegate.errors import ConfigError
+from tidegate.settings import Config, HttpDeploymentSettings
 
 EXIT_CONFIG = 2
 
@@ -58,13 +59,13 @@ def describe(config: Config) -> str:
     lines = [f"config: {config.source}", "models:"]
     for m in config.models:
         lines.append(f"  - {m.name}: provider={m.provider}")
-        if m.base_url:
-            lines.append(f"      base_url: {mask_url(m.base_url)}")
-        if m.provider != "demo":
-            lines.append(f"      upstream model: {m.workspace or m.upstream_model}")
+        if isinstance(m, HttpDeploymentSettings):
+            if m.base_url:
+                lines.append(f"      base_url: {mask_url(m.base_url)}")
+            lines.append(f"      upstream model: {getattr(m, 'workspace', m.upstream_model)}")
             lines.append(f"      api_key: {mask(m.api_key)}")
-        for header, value in m.headers.items():
-            lines.append(f"      header {header}: {mask(value)}")
+            for header, value in m.headers.items():
+                lines.append(f"      header {header}: {mask(value)}")
         t = m.timeouts
         lines.append(
             f"      timeouts: connect={t.connect:g}s first_byte={t.first_byte:g}s "

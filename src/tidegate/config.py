@@ -22,181 +22,23 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PositiveFloat,
-    PositiveInt,
-    SecretStr,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 
 from tidegate.errors import ConfigError
+from tidegate.providers import provider_class, provider_names
 from tidegate.redact import Redactor
+from tidegate.settings import Config, DeploymentSettings
 
 #: How many values (scalars, lists, mappings) a YAML file may expand to through aliases.
 MAX_YAML_VALUES = 50_000
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-([^}]*))?\}")
 _SEED_VARS = ("ANYTHINGLLM_BASE_URL", "ANYTHINGLLM_API_KEY", "ANYTHINGLLM_WORKSPACE_SLUG")
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Timeouts(_Frozen):
-    """Seconds each phase of an upstream call may take; each is named for what it bounds."""
-
-    connect: PositiveFloat = 5.0
-    first_byte: PositiveFloat = 60.0
-    idle: PositiveFloat = 60.0
-    total: PositiveFloat = 600.0
-
-
-class ModelConfig(_Frozen):
-    """One `models:` entry: a name clients ask for and the upstream that serves it."""
-
-    name: str = Field(min_length=1)
-    provider: str
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    model: str | None = None
-    workspace: str | None = None
-    mode: Literal["chat", "query", "automatic"] | None = None
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
-    timeouts: Timeouts = Timeouts()
-    pace: float = Field(default=0.04, ge=0, le=10)
-    # Several entries with one name form a group of deployments of that model.
-    priority: int = 0
-    weight: float = Field(default=1.0, gt=0)
-    retries: int = Field(default=0, ge=0, le=10)
-    max_in_flight: PositiveInt | None = None
-    fallbacks: tuple[str, ...] = ()
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_plain(cls, v: str) -> str:
-        if v != v.strip() or any(c in v for c in "\r\n\t"):
-            raise ValueError("must not contain surrounding spaces or control characters")
-        return v
-
-    @field_validator("base_url")
-    @classmethod
-    def _url_is_http(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{v!r} is not an http(s) URL such as https://api.example.com/v1")
-        return v.rstrip("/")
-
-    @property
-    def upstream_model(self) -> str:
-        """The model id sent upstream (defaults to the client-facing name)."""
-        return self.model or self.name
-
-
-class CooldownConfig(_Frozen):
-    """When a failing deployment is skipped, and for how long."""
-
-    enabled: bool = True
-    failures: PositiveInt = 3
-    window: PositiveFloat = 30.0
-    seconds: PositiveFloat = 5.0
-    max_seconds: PositiveFloat = 300.0
-
-
-class RoutingConfig(_Frozen):
-    """Retry, failover and commit policy, shared by every model."""
-
-    max_attempts: PositiveInt = 4
-    budget_seconds: PositiveFloat = 60.0
-    backoff_seconds: PositiveFloat = 0.25
-    max_backoff_seconds: PositiveFloat = 5.0
-    commit_after: PositiveFloat = 15.0
-    ping_interval: PositiveFloat = 15.0
-    cooldown: CooldownConfig = CooldownConfig()
-
-
-class StreamAskConfig(_Frozen):
-    """Settings of the `/stream-ask` endpoint."""
-
-    model: str | None = None
-
-
-class AuthConfig(_Frozen):
-    """Client keys and admin keys.
-
-    With client keys set, every endpoint but the health checks requires one. `/admin/` routes
-    require an admin key whenever any key is configured; with no keys at all they are open.
-    """
-
-    api_keys: tuple[SecretStr, ...] = ()
-    admin_keys: tuple[SecretStr, ...] = ()
-
-
-class LimitsConfig(_Frozen):
-    """Bounds on what a client may send and how long it may take (checked before its key is),
-    and on what an upstream may make the gateway hold."""
-
-    max_body_bytes: PositiveInt = 10 * 1024 * 1024
-    #: The request line and all header lines of one request, in bytes.
-    max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
-    max_headers: int = Field(default=100, ge=8, le=10_000)
-    #: Seconds from a connection's start (or a request's first byte) to the end of its headers.
-    header_timeout: PositiveFloat = 10.0
-    #: Seconds to receive a whole request body, once the app starts reading it.
-    body_timeout: PositiveFloat = 30.0
-    max_connections: PositiveInt = 10_000
-    #: The largest SSE event or NDJSON line an upstream may send (a line that never ends is
-    #: refused once it passes this), and the largest whole (non-streaming) answer, inflated.
-    max_event_bytes: PositiveInt = 1024 * 1024
-    max_response_bytes: PositiveInt = 10 * 1024 * 1024
-    #: Seconds a last write to a client that has stopped reading may take before it is dropped.
-    write_timeout: PositiveFloat = 30.0
-
-
-class HttpConfig(_Frozen):
-    """The pooled upstream HTTP client."""
-
-    pool_size: PositiveInt = 512
-    keepalive_seconds: PositiveFloat = 30.0
-
-
-class Config(_Frozen):
-    """The validated configuration of one gateway process."""
-
-    models: tuple[ModelConfig, ...] = Field(min_length=1)
-    stream_ask: StreamAskConfig = StreamAskConfig()
-    auth: AuthConfig = AuthConfig()
-    limits: LimitsConfig = LimitsConfig()
-    http: HttpConfig = HttpConfig()
-    routing: RoutingConfig = RoutingConfig()
-    source: str = "built-in"
-
-    def model_names(self) -> list[str]:
-        """Client-facing model names, each once, in file order."""
-        return list(dict.fromkeys(m.name for m in self.models))
-
-    def secrets(self) -> list[str]:
-        """Every secret value in the configuration, for redaction: upstream keys, extra
-        headers, client and admin keys, and passwords inside `base_url`s."""
-        values = [m.api_key.get_secret_value() for m in self.models if m.api_key]
-        values += [h.get_secret_value() for m in self.models for h in m.headers.values()]
-        values += [k.get_secret_value() for k in self.auth.api_keys]
-        values += [k.get_secret_value() for k in self.auth.admin_keys]
-        for m in self.models:
-            password = urlsplit(m.base_url).password if m.base_url else None
-            if password:
-                values += [password, unquote(password)]  # as written, and as sent
-        return [v for v in values if len(v) >= 4]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,8 +85,7 @@ def _load(path: str | Path | None, env: Mapping[str, str], from_env: set[str]) -
         raw.setdefault("source", str(path))
     else:
         raw = _config_from_environment(env, from_env)
-    config = _validate(raw)
-    _check_semantics(config)
+    config = parse_config(raw)
     return config
 
 
@@ -401,23 +242,66 @@ def _config_from_environment(env: Mapping[str, str], from_env: set[str]) -> dict
     return raw
 
 
-def _validate(raw: dict[str, Any]) -> Config:
+def parse_config(raw: dict[str, Any]) -> Config:
+    """A configuration from its raw (already substituted) data, or `ConfigError`."""
     auth = raw.get("auth")
     for field in ("api_keys", "admin_keys"):
         if isinstance(auth, dict) and isinstance(auth.get(field), list):
             # `${KEY:-}` expands to "": an optional key that is not set is no key at all.
             auth[field] = [k for k in auth[field] if k != ""]
+    models = raw.get("models")
+    if isinstance(models, list):
+        raw["models"] = [_validate_model(i, entry) for i, entry in enumerate(models)]
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = _path(first["loc"])
-        kind = first["type"]
-        if kind == "extra_forbidden":
-            raise ConfigError(field, "unknown setting", _did_you_mean(first["loc"])) from None
-        if kind == "missing":
-            raise ConfigError(field, "is required", "add it to the config file") from None
-        raise ConfigError(field, first["msg"]) from None
+        raise _config_error(exc, Config, ()) from None
+    _check_semantics(config)
+    return config
+
+
+def _validate_model(index: int, entry: Any) -> DeploymentSettings:
+    """One `models:` entry, validated by the settings its provider declares."""
+    where = f"models[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(where, "must be a mapping of settings such as name: and provider:")
+    name = entry.get("provider")
+    known = ", ".join(provider_names())
+    if name is None:
+        raise ConfigError(f"{where}.provider", "is required", f"use one of: {known}")
+    try:
+        settings = provider_class(str(name)).settings
+    except KeyError:
+        raise ConfigError(
+            f"{where}.provider", f"unknown provider {name!r}", f"use one of: {known}"
+        ) from None
+    try:
+        model = settings.model_validate(entry)
+    except ValidationError as exc:
+        raise _config_error(exc, settings, ("models", index), provider=str(name)) from None
+    for field, problem, fix in model.problems():
+        raise ConfigError(f"{where}.{field}", problem, fix)
+    return model
+
+
+def _config_error(
+    exc: ValidationError,
+    model: type[BaseModel],
+    prefix: tuple[int | str, ...],
+    provider: str | None = None,
+) -> ConfigError:
+    first = exc.errors()[0]
+    loc = tuple(first["loc"])
+    field = _path(prefix + loc)
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        problem = f"unknown setting for provider {provider}" if provider else "unknown setting"
+        return ConfigError(field, problem, _did_you_mean(model, loc))
+    if kind == "missing":
+        hint = _field_of(model, loc)
+        fix = hint.description if hint is not None and hint.description else None
+        return ConfigError(field, "is required", fix or "add it to the config file")
+    return ConfigError(field, first["msg"])
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -427,10 +311,8 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return text
 
 
-def _did_you_mean(loc: tuple[int | str, ...]) -> str:
-    import difflib
-
-    model: type[BaseModel] = Config
+def _nested(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The settings model that holds the last element of `loc`."""
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -438,11 +320,23 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
         annotation = getattr(info, "annotation", None) if info else None
         args = getattr(annotation, "__args__", ())
         candidates = [annotation, *args]
-        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not nested:
-            break
-        model = nested[0]
-    known = list(model.model_fields)
+        found = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not found:
+            return None
+        model = found[0]
+    return model
+
+
+def _field_of(model: type[BaseModel], loc: tuple[int | str, ...]) -> FieldInfo | None:
+    holder = _nested(model, loc)
+    return holder.model_fields.get(str(loc[-1])) if holder is not None else None
+
+
+def _did_you_mean(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    import difflib
+
+    holder = _nested(model, loc) or model
+    known = list(holder.model_fields)
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     if close:
         return f"did you mean {close[0]!r}?"
@@ -450,20 +344,6 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
 
 
 def _check_semantics(config: Config) -> None:
-    from tidegate.providers import provider_class, provider_names
-
-    for i, m in enumerate(config.models):
-        where = f"models[{i}]"
-        try:
-            cls = provider_class(m.provider)
-        except KeyError:
-            raise ConfigError(
-                f"{where}.provider",
-                f"unknown provider {m.provider!r}",
-                f"use one of: {', '.join(provider_names())}",
-            ) from None
-        for field, problem, fix in cls.check_config(m):
-            raise ConfigError(f"{where}.{field}", problem, fix)
     names = config.model_names()
     for i, m in enumerate(config.models):
         for fallback in m.fallbacks:

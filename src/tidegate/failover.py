@@ -22,7 +22,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tidegate.config import RoutingConfig
 from tidegate.context import RequestContext
 from tidegate.errors import (
     GatewayError,
@@ -43,6 +42,7 @@ from tidegate.providers.base import (
     malformed,
 )
 from tidegate.routing import Deployment, Router
+from tidegate.settings import RoutingConfig
 from tidegate.watchdog import Watchdog
 
 ERROR_BODY_LIMIT = 64 * 1024

@@ -23,7 +23,6 @@ import asyncio
 import time
 from typing import Any, Protocol
 
-from tidegate.config import Config, RoutingConfig
 from tidegate.context import RequestContext
 from tidegate.errors import GatewayError, UpstreamError, UpstreamProtocolError, as_gateway_error
 from tidegate.events import Completion, Event, Finish, Sources, StreamError, UsageUpdate
@@ -37,6 +36,7 @@ from tidegate.providers.base import (
 )
 from tidegate.redact import StreamRedactor
 from tidegate.routing import Router
+from tidegate.settings import Config, RoutingConfig
 
 Send = Any  # the ASGI send callable
 

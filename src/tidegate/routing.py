@@ -18,9 +18,9 @@ import time
 from collections import deque
 from typing import Any
 
-from tidegate.config import Config, CooldownConfig, LimitsConfig, ModelConfig
 from tidegate.errors import UnknownModel
 from tidegate.providers import Provider, provider_class
+from tidegate.settings import Config, CooldownConfig, DeploymentSettings, LimitsConfig
 
 
 class Health:
@@ -93,7 +93,7 @@ class Deployment:
     __slots__ = ("config", "health", "in_flight", "key", "provider")
 
     def __init__(
-        self, key: str, config: ModelConfig, cooldown: CooldownConfig, limits: LimitsConfig
+        self, key: str, config: DeploymentSettings, cooldown: CooldownConfig, limits: LimitsConfig
     ):
         self.key = key
         self.config = config

@@ -21,10 +21,11 @@ import uvicorn
 
 from tidegate import __version__
 from tidegate.app import create_app
-from tidegate.config import Config, load_config, read_environment
+from tidegate.config import load_config, read_environment
 from tidegate.logs import setup_logging
 from tidegate.redact import Redactor
 from tidegate.server_protocol import GatewayServerConfig, LimitedHttpToolsProtocol
+from tidegate.settings import Config
 
 _LOOP = "uvloop" if sys.platform != "win32" else "asyncio"
 

@@ -42,7 +42,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from tidegate.config import LimitsConfig
+from tidegate.settings import LimitsConfig
 
 #: After a refusal: how long to keep reading (and dropping) what the client still sends.
 LINGER_SECONDS = 2.0

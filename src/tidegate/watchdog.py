@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tidegate.config import Timeouts
 from tidegate.errors import UpstreamTimeout
+from tidegate.settings import Timeouts
 
 _EARLY = 0.002  # timers may fire up to a clock tick early
 

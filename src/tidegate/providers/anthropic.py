@@ -13,11 +13,10 @@ inbound `/v1/messages` endpoint shares.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import orjson
 
-from tidegate.config import ModelConfig
 from tidegate.errors import UpstreamStatusError
 from tidegate.events import (
     ChatRequest,
@@ -35,7 +34,6 @@ from tidegate.events import (
     arguments_object,
 )
 from tidegate.providers.base import (
-    ConfigProblem,
     Provider,
     SSEStreamParser,
     StreamParser,
@@ -43,6 +41,7 @@ from tidegate.providers.base import (
     loads_object,
     status_for_error_type,
 )
+from tidegate.settings import ConfigProblem, HttpDeploymentSettings
 from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 
 API_VERSION = "2023-06-01"
@@ -103,31 +102,27 @@ def error_from_anthropic(err: Any) -> UpstreamStatusError:
     return UpstreamStatusError(str(err), upstream_status=500)
 
 
+class AnthropicSettings(HttpDeploymentSettings):
+    """Anthropic's API (or a compatible server at `base_url`)."""
+
+    provider: Literal["anthropic"]
+
+    def problems(self) -> list[ConfigProblem]:
+        if self.api_key is None and not self.base_url:
+            return [("api_key", "is required for api.anthropic.com", "set it, or a base_url")]
+        return []
+
+
 class AnthropicProvider(Provider):
     """An Anthropic Messages API upstream."""
 
     name = "anthropic"
     wire_format = "anthropic"
-
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        base = config.base_url or DEFAULT_BASE_URL
-        if base.endswith("/v1/messages"):
-            self.url = base
-        elif base.endswith("/v1"):
-            self.url = base + "/messages"
-        else:
-            self.url = base + "/v1/messages"
-        auth = {"anthropic-version": API_VERSION}
-        if config.api_key is not None:
-            auth["x-api-key"] = config.api_key.get_secret_value()
-        self.set_headers(auth)
-
-    @classmethod
-    def check_config(cls, config: ModelConfig) -> list[ConfigProblem]:
-        if config.api_key is None and not config.base_url:
-            return [("api_key", "is required for api.anthropic.com", "set it, or a base_url")]
-        return []
+    settings = AnthropicSettings
+    default_base_url = DEFAULT_BASE_URL
+    path = "/v1/messages"
+    key_header = ("x-api-key", "{key}")
+    static_headers: ClassVar[dict[str, str]] = {"anthropic-version": API_VERSION}
 
     def build_passthrough(self, body: dict[str, Any], stream: bool) -> UpstreamCall:
         body["model"] = self.config.upstream_model

@@ -15,11 +15,11 @@ as dropped.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import Field, SecretStr
 
-from tidegate.config import ModelConfig
 from tidegate.errors import UpstreamError, UpstreamStatusError
 from tidegate.events import (
     ChatRequest,
@@ -33,13 +33,23 @@ from tidegate.events import (
     UsageUpdate,
 )
 from tidegate.providers.base import (
-    ConfigProblem,
     Provider,
     StreamParser,
     UpstreamCall,
     loads_object,
 )
+from tidegate.settings import HttpDeploymentSettings
 from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
+
+
+class AnythingLLMSettings(HttpDeploymentSettings):
+    """An AnythingLLM workspace: the server, a developer API key, the workspace's slug."""
+
+    provider: Literal["anythingllm"]
+    base_url: str = Field(description="the AnythingLLM server, e.g. http://host:3001")
+    api_key: SecretStr = Field(description="create one in AnythingLLM: Settings > API Keys")
+    workspace: str = Field(min_length=1, description="the workspace slug shown in its URL")
+    mode: Literal["chat", "query", "automatic"] | None = None
 
 
 class AnythingLLMProvider(Provider):
@@ -47,34 +57,10 @@ class AnythingLLMProvider(Provider):
 
     name = "anythingllm"
     wire_format = "anythingllm"
-
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        root = config.base_url or ""
-        for suffix in ("/api/v1", "/api"):
-            if root.endswith(suffix):
-                root = root[: -len(suffix)]
-                break
-        base = f"{root}/api/v1/workspace/{config.workspace}"
-        self.stream_url = base + "/stream-chat"
-        self.chat_url = base + "/chat"
-        key = config.api_key.get_secret_value() if config.api_key else ""
-        self.set_headers({"Authorization": f"Bearer {key}"})
-
-    @classmethod
-    def check_config(cls, config: ModelConfig) -> list[ConfigProblem]:
-        problems: list[ConfigProblem] = []
-        if not config.base_url:
-            problems.append(
-                ("base_url", "is required", "the AnythingLLM server, e.g. http://host:3001")
-            )
-        if config.api_key is None or not config.api_key.get_secret_value():
-            problems.append(
-                ("api_key", "is required", "create one in AnythingLLM: Settings > API Keys")
-            )
-        if not config.workspace:
-            problems.append(("workspace", "is required", "the workspace slug shown in its URL"))
-        return problems
+    settings = AnythingLLMSettings
+    path = "/api/v1/workspace/{settings.workspace}/chat"
+    stream_path = "/api/v1/workspace/{settings.workspace}/stream-chat"
+    config: AnythingLLMSettings
 
     @property
     def label(self) -> str:
@@ -100,7 +86,7 @@ class AnythingLLMProvider(Provider):
                 dropped=dropped,
             )
         return UpstreamCall(
-            self.chat_url,
+            self.url,
             orjson.dumps(body),
             self.headers_for(False),
             stream=False,

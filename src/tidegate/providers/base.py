@@ -11,14 +11,13 @@ import asyncio
 import os
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import aiohttp
 import orjson
 from yarl import URL
 
-from tidegate.config import ModelConfig
 from tidegate.errors import (
     UpstreamError,
     UpstreamNetworkError,
@@ -27,9 +26,8 @@ from tidegate.errors import (
     UpstreamTimeout,
 )
 from tidegate.events import ChatRequest, Completion, Event
+from tidegate.settings import DeploymentSettings, HttpDeploymentSettings
 from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, skip_plain_events
-
-ConfigProblem = tuple[str, str, str | None]  # (field, problem, fix)
 
 #: What a parser may raise on upstream data of the wrong shape or type (a string where a count
 #: belongs, a list where an object does): callers turn these into `UpstreamProtocolError`.
@@ -178,7 +176,20 @@ class Provider(ABC):
     #: The largest whole answer it reads, inflated (`limits.max_response_bytes`).
     max_response_bytes: int = 10 * 1024 * 1024
 
-    def __init__(self, config: ModelConfig):
+    #: The `models:` settings this provider declares (unknown or misplaced fields are refused).
+    settings: ClassVar[type[DeploymentSettings]] = HttpDeploymentSettings
+    #: Where a `base_url` is optional, the address used without one.
+    default_base_url: ClassVar[str | None] = None
+    #: The API path of a whole call and of a streamed one, joined to the base URL by
+    #: `join_url`; `{model}` is the upstream model, `{settings}` the entry's settings.
+    path: ClassVar[str] = ""
+    stream_path: ClassVar[str | None] = None
+    #: The header that carries the key, and its value with `{key}` in it (None: no key).
+    key_header: ClassVar[tuple[str, str] | None] = ("Authorization", "Bearer {key}")
+    #: Headers every call carries (an API version, say).
+    static_headers: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, config: DeploymentSettings):
         self.config = config
         self.timeouts = config.timeouts
         self._client_timeout = aiohttp.ClientTimeout(
@@ -188,14 +199,19 @@ class Provider(ABC):
             sock_read=None,
         )
         self._urls: dict[str, URL] = {}  # parsed once: URL parsing is a visible per-call cost
-
-    def set_headers(self, auth: dict[str, str]) -> None:
-        """Build the request headers once: JSON, the auth headers, then the configured extras;
-        and their streaming variant (SSE accepted, no compression to buffer the stream)."""
-        headers = {"Content-Type": "application/json", **auth}
-        headers.update({k: v.get_secret_value() for k, v in self.config.headers.items()})
+        base = getattr(config, "base_url", None) or self.default_base_url or ""
+        fields = {"model": config.upstream_model, "settings": config}
+        self.url = join_url(base, self.path.format(**fields))
+        self.stream_url = join_url(base, (self.stream_path or self.path).format(**fields))
+        headers = {"Content-Type": "application/json", **self.static_headers}
+        if isinstance(config, HttpDeploymentSettings):
+            if config.api_key is not None and self.key_header is not None:
+                name, template = self.key_header
+                headers[name] = template.format(key=config.api_key.get_secret_value())
+            headers.update({k: v.get_secret_value() for k, v in config.headers.items()})
         headers.setdefault("Accept-Encoding", "gzip, deflate")
         self._headers = headers
+        # Streams: SSE accepted, and no compression that would buffer them.
         self._stream_headers = {
             **headers,
             "Accept": "text/event-stream",
@@ -206,10 +222,9 @@ class Provider(ABC):
         """The headers of a streaming or a whole call."""
         return self._stream_headers if stream else self._headers
 
-    @classmethod
-    def check_config(cls, config: ModelConfig) -> Iterable[ConfigProblem]:
-        """Problems with a `models:` entry for this provider, as (field, problem, fix)."""
-        return ()
+    def url_for(self, stream: bool) -> str:
+        """The URL of a streaming or a whole call."""
+        return self.stream_url if stream else self.url
 
     @property
     def label(self) -> str:
@@ -382,6 +397,24 @@ class Inflater:
             return self._decoder.flush(INFLATE_STEP)
         except zlib.error:
             raise UpstreamProtocolError("upstream sent a truncated compressed body") from None
+
+
+def join_url(base: str, path: str) -> str:
+    """`base` followed by the part of `path` it does not already end with.
+
+    A base URL may be given with or without the start of the API path (`https://host`,
+    `https://host/v1`, `https://host/v1/messages` all mean the same for `/v1/messages`): the
+    longest leading run of whole path segments that `base` ends with is not repeated.
+    """
+    base = base.rstrip("/")
+    if not path:
+        return base
+    cut = len(path)
+    while cut > 0:
+        if base.endswith(path[:cut]):
+            return base + path[cut:]
+        cut = path.rfind("/", 0, cut)
+    return base + path
 
 
 def upstream_error_from_exception(

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import orjson
+from pydantic import Field
 
-from tidegate.config import ModelConfig
 from tidegate.events import Completion, Usage
 from tidegate.providers.base import StreamParser, UpstreamCall, UpstreamResponse
 from tidegate.providers.openai import OpenAIProvider, OpenAIStreamParser, completion_from_openai
+from tidegate.settings import DeploymentSettings
 
 DEMO_ANSWER = (
     "[tidegate demo] This is a fixed sample answer from tidegate's built-in demo model; "
@@ -28,21 +29,26 @@ DEMO_ANSWER = (
 )
 
 
+class DemoSettings(DeploymentSettings):
+    """The demo model needs nothing; `pace` is the seconds between its chunks."""
+
+    provider: Literal["demo"]
+    pace: float = Field(default=0.04, ge=0, le=10)
+
+
 class DemoProvider(OpenAIProvider):
     """The demo model: an in-process OpenAI-format upstream."""
 
     name = "demo"
     wire_format = "openai"
+    settings = DemoSettings
+    config: DemoSettings
 
-    def __init__(self, config: ModelConfig):
-        super().__init__(config.model_copy(update={"base_url": "http://demo.invalid"}))
-        self.pace = config.pace
+    def __init__(self, config: DeploymentSettings):
+        super().__init__(config)
+        self.pace = self.config.pace
         self.pieces = [w + " " for w in DEMO_ANSWER.split(" ")]
         self.pieces[-1] = self.pieces[-1].rstrip()
-
-    @classmethod
-    def check_config(cls, config: ModelConfig) -> list[tuple[str, str, str | None]]:
-        return []
 
     @property
     def label(self) -> str:

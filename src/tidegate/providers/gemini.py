@@ -16,11 +16,10 @@ This module also holds the Gemini vocabulary shared with the inbound Gemini endp
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
-from tidegate.config import ModelConfig
 from tidegate.errors import UpstreamProtocolError, UpstreamStatusError
 from tidegate.events import (
     ChatRequest,
@@ -37,7 +36,6 @@ from tidegate.events import (
     arguments_object,
 )
 from tidegate.providers.base import (
-    ConfigProblem,
     Provider,
     StreamParser,
     UpstreamCall,
@@ -45,6 +43,7 @@ from tidegate.providers.base import (
     loads_object,
     status_for_error_type,
 )
+from tidegate.settings import ConfigProblem, HttpDeploymentSettings
 from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -130,30 +129,27 @@ def error_from_gemini(err: Any) -> UpstreamStatusError:
     return UpstreamStatusError(str(err), upstream_status=500)
 
 
+class GeminiSettings(HttpDeploymentSettings):
+    """Google's Gemini API (or a compatible server at `base_url`)."""
+
+    provider: Literal["gemini"]
+
+    def problems(self) -> list[ConfigProblem]:
+        if self.api_key is None and not self.base_url:
+            return [("api_key", "is required for Google's API", "set it, or a base_url")]
+        return []
+
+
 class GeminiProvider(Provider):
     """A Gemini API upstream (Google AI Studio's generativelanguage endpoint)."""
 
     name = "gemini"
     wire_format = "gemini"
-
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        base = config.base_url or DEFAULT_BASE_URL
-        if base.endswith("/v1beta"):
-            base = base[: -len("/v1beta")]
-        model_url = f"{base}/v1beta/models/{config.upstream_model}"
-        self.stream_url = model_url + ":streamGenerateContent?alt=sse"
-        self.url = model_url + ":generateContent"
-        auth = {}
-        if config.api_key is not None:
-            auth["x-goog-api-key"] = config.api_key.get_secret_value()
-        self.set_headers(auth)
-
-    @classmethod
-    def check_config(cls, config: ModelConfig) -> list[ConfigProblem]:
-        if config.api_key is None and not config.base_url:
-            return [("api_key", "is required for Google's API", "set it, or a base_url")]
-        return []
+    settings = GeminiSettings
+    default_base_url = DEFAULT_BASE_URL
+    path = "/v1beta/models/{model}:generateContent"
+    stream_path = "/v1beta/models/{model}:streamGenerateContent?alt=sse"
+    key_header = ("x-goog-api-key", "{key}")
 
     def build_passthrough(self, body: dict[str, Any], stream: bool) -> UpstreamCall:
         url = self.stream_url if stream else self.url

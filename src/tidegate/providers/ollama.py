@@ -9,11 +9,10 @@ Each line is a `ChatResponse` object: `message.content` and `message.thinking` a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
-from tidegate.config import ModelConfig
 from tidegate.errors import UpstreamStatusError
 from tidegate.events import (
     ChatRequest,
@@ -30,13 +29,19 @@ from tidegate.events import (
     arguments_object,
 )
 from tidegate.providers.base import (
-    ConfigProblem,
     Provider,
     StreamParser,
     UpstreamCall,
     loads_object,
 )
+from tidegate.settings import HttpDeploymentSettings
 from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, NDJSONDecoder
+
+
+class OllamaSettings(HttpDeploymentSettings):
+    """An Ollama server (local by default)."""
+
+    provider: Literal["ollama"]
 
 
 class OllamaProvider(Provider):
@@ -44,19 +49,9 @@ class OllamaProvider(Provider):
 
     name = "ollama"
     wire_format = "ollama"
-
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        base = config.base_url or "http://127.0.0.1:11434"
-        self.url = base if base.endswith("/api/chat") else base.removesuffix("/api") + "/api/chat"
-        auth = {}
-        if config.api_key is not None:
-            auth["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        self.set_headers(auth)
-
-    @classmethod
-    def check_config(cls, config: ModelConfig) -> list[ConfigProblem]:
-        return []
+    settings = OllamaSettings
+    default_base_url = "http://127.0.0.1:11434"
+    path = "/api/chat"
 
     def build_call(self, request: ChatRequest) -> UpstreamCall:
         dropped: list[str] = []

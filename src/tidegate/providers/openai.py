@@ -13,11 +13,11 @@ mention usage, an error or a non-null finish reason are parsed as JSON; text chu
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import orjson
+from pydantic import Field
 
-from tidegate.config import ModelConfig
 from tidegate.errors import UpstreamStatusError
 from tidegate.events import (
     ChatRequest,
@@ -34,7 +34,6 @@ from tidegate.events import (
     UsageUpdate,
 )
 from tidegate.providers.base import (
-    ConfigProblem,
     PassthroughFilter,
     Provider,
     SSEStreamParser,
@@ -43,10 +42,18 @@ from tidegate.providers.base import (
     loads_object,
     status_for_error_type,
 )
+from tidegate.settings import DeploymentSettings, HttpDeploymentSettings
 from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 
 _FINISH_SET = re.compile(r'"finish_reason"\s*:\s*"')
 _REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
+
+
+class OpenAISettings(HttpDeploymentSettings):
+    """An OpenAI-compatible API: its root URL (`/chat/completions` is appended), key, model."""
+
+    provider: Literal["openai"]
+    base_url: str = Field(description="the API root, for example https://api.openai.com/v1")
 
 
 class OpenAIProvider(Provider):
@@ -54,21 +61,8 @@ class OpenAIProvider(Provider):
 
     name = "openai"
     wire_format = "openai"
-
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        base = config.base_url or ""
-        self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
-        auth = {}
-        if config.api_key is not None:
-            auth["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        self.set_headers(auth)
-
-    @classmethod
-    def check_config(cls, config: ModelConfig) -> list[ConfigProblem]:
-        if not config.base_url:
-            return [("base_url", "is required", "for example https://api.openai.com/v1")]
-        return []
+    settings: ClassVar[type[DeploymentSettings]] = OpenAISettings
+    path = "/chat/completions"
 
     def build_passthrough(self, body: dict[str, Any], stream: bool) -> UpstreamCall:
         body["model"] = self.config.upstream_model

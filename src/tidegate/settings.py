@@ -1,0 +1,198 @@
+"""The settings of a gateway process, as validated objects: what every part may read.
+
+`tidegate.config` builds a `Config` from YAML and the environment; everything else only reads
+it. Each provider declares its own `models:` settings by extending `DeploymentSettings` (or
+`HttpDeploymentSettings`), so a field that does not belong to an entry's provider is refused.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+)
+
+#: (field, problem, fix): what a settings model says is wrong with an entry.
+ConfigProblem = tuple[str, str, str | None]
+
+
+class Frozen(BaseModel):
+    """A frozen settings model that refuses unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Timeouts(Frozen):
+    """Seconds each phase of an upstream call may take; each is named for what it bounds."""
+
+    connect: PositiveFloat = 5.0
+    first_byte: PositiveFloat = 60.0
+    idle: PositiveFloat = 60.0
+    total: PositiveFloat = 600.0
+
+
+class DeploymentSettings(Frozen):
+    """What every `models:` entry has, whatever its provider: its name, its provider, its
+    deadlines and its place in a group of deployments. Each provider extends this with the
+    settings it declares (`Provider.settings`); a field no provider of the entry declares is
+    refused as an unknown setting."""
+
+    name: str = Field(min_length=1)
+    provider: str
+    timeouts: Timeouts = Timeouts()
+    # Several entries with one name form a group of deployments of that model.
+    priority: int = 0
+    weight: float = Field(default=1.0, gt=0)
+    retries: int = Field(default=0, ge=0, le=10)
+    max_in_flight: PositiveInt | None = None
+    fallbacks: tuple[str, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_plain(cls, v: str) -> str:
+        if v != v.strip() or any(c in v for c in "\r\n\t"):
+            raise ValueError("must not contain surrounding spaces or control characters")
+        return v
+
+    @property
+    def upstream_model(self) -> str:
+        """The model id sent upstream (the client-facing name unless a provider says else)."""
+        return self.name
+
+    def secrets(self) -> list[str]:
+        """The secret values of this entry (keys, header values, URL passwords)."""
+        return []
+
+    def problems(self) -> list[ConfigProblem]:
+        """What is wrong with the entry beyond field types: rules across fields."""
+        return []
+
+
+class HttpDeploymentSettings(DeploymentSettings):
+    """Settings of a provider reached over HTTP: where, with which key, which upstream model."""
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url_is_http(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{v!r} is not an http(s) URL such as https://api.example.com/v1")
+        return v.rstrip("/")
+
+    @property
+    def upstream_model(self) -> str:
+        """The model id sent upstream (defaults to the client-facing name)."""
+        return self.model or self.name
+
+    def secrets(self) -> list[str]:
+        values = [self.api_key.get_secret_value()] if self.api_key else []
+        values += [h.get_secret_value() for h in self.headers.values()]
+        password = urlsplit(self.base_url).password if self.base_url else None
+        if password:
+            values += [password, unquote(password)]  # as written, and as sent
+        return values
+
+
+class CooldownConfig(Frozen):
+    """When a failing deployment is skipped, and for how long."""
+
+    enabled: bool = True
+    failures: PositiveInt = 3
+    window: PositiveFloat = 30.0
+    seconds: PositiveFloat = 5.0
+    max_seconds: PositiveFloat = 300.0
+
+
+class RoutingConfig(Frozen):
+    """Retry, failover and commit policy, shared by every model."""
+
+    max_attempts: PositiveInt = 4
+    budget_seconds: PositiveFloat = 60.0
+    backoff_seconds: PositiveFloat = 0.25
+    max_backoff_seconds: PositiveFloat = 5.0
+    commit_after: PositiveFloat = 15.0
+    ping_interval: PositiveFloat = 15.0
+    cooldown: CooldownConfig = CooldownConfig()
+
+
+class StreamAskConfig(Frozen):
+    """Settings of the `/stream-ask` endpoint."""
+
+    model: str | None = None
+
+
+class AuthConfig(Frozen):
+    """Client keys and admin keys.
+
+    With client keys set, every endpoint but the health checks requires one. `/admin/` routes
+    require an admin key whenever any key is configured; with no keys at all they are open.
+    """
+
+    api_keys: tuple[SecretStr, ...] = ()
+    admin_keys: tuple[SecretStr, ...] = ()
+
+
+class LimitsConfig(Frozen):
+    """Bounds on what a client may send and how long it may take (checked before its key is),
+    and on what an upstream may make the gateway hold."""
+
+    max_body_bytes: PositiveInt = 10 * 1024 * 1024
+    #: The request line and all header lines of one request, in bytes.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(default=100, ge=8, le=10_000)
+    #: Seconds from a connection's start (or a request's first byte) to the end of its headers.
+    header_timeout: PositiveFloat = 10.0
+    #: Seconds to receive a whole request body, once the app starts reading it.
+    body_timeout: PositiveFloat = 30.0
+    max_connections: PositiveInt = 10_000
+    #: The largest SSE event or NDJSON line an upstream may send (a line that never ends is
+    #: refused once it passes this), and the largest whole (non-streaming) answer, inflated.
+    max_event_bytes: PositiveInt = 1024 * 1024
+    max_response_bytes: PositiveInt = 10 * 1024 * 1024
+    #: Seconds a last write to a client that has stopped reading may take before it is dropped.
+    write_timeout: PositiveFloat = 30.0
+
+
+class HttpConfig(Frozen):
+    """The pooled upstream HTTP client."""
+
+    pool_size: PositiveInt = 512
+    keepalive_seconds: PositiveFloat = 30.0
+
+
+class Config(Frozen):
+    """The validated configuration of one gateway process."""
+
+    models: tuple[DeploymentSettings, ...] = Field(min_length=1)
+    stream_ask: StreamAskConfig = StreamAskConfig()
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+    http: HttpConfig = HttpConfig()
+    routing: RoutingConfig = RoutingConfig()
+    source: str = "built-in"
+
+    def model_names(self) -> list[str]:
+        """Client-facing model names, each once, in file order."""
+        return list(dict.fromkeys(m.name for m in self.models))
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the configuration, for redaction: upstream keys, extra
+        headers, client and admin keys, and passwords inside `base_url`s."""
+        values = [v for m in self.models for v in m.secrets()]
+        values += [k.get_secret_value() for k in self.auth.api_keys]
+        values += [k.get_secret_value() for k in self.auth.admin_keys]
+        return [v for v in values if len(v) >= 4]
