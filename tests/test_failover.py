@@ -66,6 +66,8 @@ def gw(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         dep(fake, "cd", "status/500/cd", priority=0),
         dep(fake, "cd", "ok/cd", priority=1),
         dep(fake, "cd-single", "status/500/cds"),
+        dep(fake, "cd-both", "status/401/both1"),
+        dep(fake, "cd-both", "status/401/both2"),
         dep(fake, "wt", "ok/w1", weight=3),
         dep(fake, "wt", "ok/w2", weight=1),
         dep(fake, "lim", "slow_stream", max_in_flight=1),
@@ -226,13 +228,28 @@ def test_cooldown_skips_a_failing_deployment_then_probes_it_once(
     assert state["cd#1"]["trips"] == 2 and state["cd#1"]["cooldown_remaining_s"] > 1.0
 
 
-def test_single_deployment_in_cooldown_gets_503_with_retry_after(gw: GatewayProcess) -> None:
-    for _ in range(3):
-        assert ask(gw, "cd-single").status_code == 502
-    response = ask(gw, "cd-single")
+def test_a_sole_deployment_is_never_cooled_down(gw: GatewayProcess, fake: FakeUpstream) -> None:
+    """With nothing to fail over to, every client sees the upstream's real error."""
+    before = fake.count("status/500/cds")
+    for _ in range(6):
+        response = ask(gw, "cd-single")
+        assert response.status_code == 502
+        assert response.json()["error"]["code"] == "upstream_error"
+        assert "fake 500" in response.json()["error"]["message"]
+    assert fake.count("status/500/cds") == before + 6
+
+
+def test_a_group_cooling_down_says_why_and_when(gw: GatewayProcess) -> None:
+    """When every deployment of a group is cooling, the 503 carries the last upstream cause and
+    the real time left."""
+    for _ in range(3):  # each request fails at both deployments (401 moves on, no retry)
+        assert ask(gw, "cd-both").status_code == 502
+    response = ask(gw, "cd-both")
     assert response.status_code == 503
-    assert response.json()["error"]["code"] == "upstream_unavailable"
-    assert int(response.headers["retry-after"]) >= 1
+    error = response.json()["error"]
+    assert error["code"] == "upstream_unavailable"
+    assert "upstream_auth_failed" in error["message"] and "fake 401" in error["message"]
+    assert response.headers["retry-after"] == "1"  # cooldown.seconds = 1, rounded up
 
 
 def test_weights_share_traffic(gw: GatewayProcess, fake: FakeUpstream) -> None:

@@ -25,6 +25,7 @@ import aiohttp
 from tidegate import __version__
 from tidegate.asgi import DisconnectWatcher, Receive, Request, Scope, Send, send_bytes
 from tidegate.context import CLIENT_CLOSED, RequestContext
+from tidegate.deployments import Router
 from tidegate.endpoints import anthropic_messages, gemini, health, openai_chat, stream_ask
 from tidegate.errors import (
     ClientDisconnected,
@@ -40,7 +41,6 @@ from tidegate.logs import AccessLog, log
 from tidegate.loopwatch import LoopLag
 from tidegate.redact import Redactor
 from tidegate.relay import MESSAGE_CHARS
-from tidegate.routing import Router
 from tidegate.settings import Config
 
 Handler = Callable[["Gateway", RequestContext, Request, Send], Awaitable[None]]

@@ -10,84 +10,35 @@ non-streaming call, its whole body, parsed). What fails is classified:
   a 200 whose first event is an error, HTML or other non-protocol bodies) retries the same
   deployment up to its `retries` with jittered backoff (honouring `Retry-After`), then moves on.
 
-One budget (`routing.max_attempts`, `routing.budget_seconds`) bounds the whole sequence. Every
-failed attempt's response is closed before the next begins.
+One budget (`routing.max_attempts`, `routing.budget_seconds`) bounds the whole sequence. Each
+attempt is an `Attempt` (attempt.py), released before the next begins. When nothing was tried
+because every deployment is cooling down, the error says why the last one failed.
 """
 
 from __future__ import annotations
 
-import asyncio
+import math
 import random
-import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 
+from tidegate.attempt import Attempt
+from tidegate.clock import SYSTEM_CLOCK, Clock
 from tidegate.context import RequestContext
+from tidegate.deployments import Deployment, Router
 from tidegate.errors import (
     GatewayError,
     RateLimited,
     UpstreamError,
-    UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamUnavailable,
-    as_gateway_error,
 )
-from tidegate.events import Completion, Event, StreamError
-from tidegate.providers.base import (
-    PARSE_ERRORS,
-    Provider,
-    StreamParser,
-    UpstreamCall,
-    UpstreamResponse,
-    malformed,
-)
-from tidegate.routing import Deployment, Router
+from tidegate.events import Completion
+from tidegate.providers.base import PARSE_ERRORS, Provider, UpstreamCall, malformed
 from tidegate.settings import RoutingConfig
-from tidegate.watchdog import Watchdog
-
-ERROR_BODY_LIMIT = 64 * 1024
-#: The most bytes of one upstream read that are parsed (and encoded) without yielding the loop.
-READ_SLICE = 16 * 1024
-
-T = TypeVar("T")
 
 #: Build the upstream call for a provider: (call, pass-through?).
 Prepare = Callable[[Provider], tuple[UpstreamCall, bool]]
-
-
-class Opened:
-    """A deployment whose stream has produced its first valid event, ready to commit."""
-
-    __slots__ = (
-        "call",
-        "deployment",
-        "dog",
-        "events",
-        "leftover",
-        "parser",
-        "passthrough",
-        "pending",
-        "response",
-    )
-
-    def __init__(
-        self,
-        deployment: Deployment,
-        call: UpstreamCall,
-        passthrough: bool,
-        response: UpstreamResponse,
-        parser: StreamParser,
-        dog: Watchdog,
-    ):
-        self.deployment = deployment
-        self.call = call
-        self.passthrough = passthrough
-        self.response = response
-        self.parser = parser
-        self.dog = dog
-        self.pending: list[bytes] = []  # bytes read and parsed before the commit
-        self.leftover = b""  # bytes read before the commit but not parsed yet (see READ_SLICE)
-        self.events: list[Event] = []
 
 
 def is_transient(err: GatewayError) -> bool:
@@ -102,103 +53,141 @@ def _retry_same(err: GatewayError) -> bool:
     return not (isinstance(err, UpstreamStatusError) and err.upstream_status in (401, 403, 404))
 
 
+@asynccontextmanager
 async def open_stream(
-    ctx: RequestContext, router: Router, model: str, prepare: Prepare, routing: RoutingConfig
-) -> Opened:
-    """The first deployment of the plan that yields a valid first event."""
-    return await _failover(ctx, router, model, prepare, routing, _attempt_stream, holds_slot=True)
-
-
-async def complete(
-    ctx: RequestContext, router: Router, model: str, prepare: Prepare, routing: RoutingConfig
-) -> tuple[Deployment, bool, bytes, Completion]:
-    """A whole non-streaming answer: (deployment, pass-through?, raw body, parsed completion)."""
-    return await _failover(ctx, router, model, prepare, routing, _attempt_whole, holds_slot=False)
-
-
-async def _failover(
     ctx: RequestContext,
     router: Router,
     model: str,
     prepare: Prepare,
     routing: RoutingConfig,
-    attempt: Callable[[RequestContext, Deployment, UpstreamCall, bool], Awaitable[T]],
+    clock: Clock = SYSTEM_CLOCK,
+) -> AsyncIterator[Attempt]:
+    """The attempt of the first deployment that yields a valid first event, held open (slot,
+    response, watchdog) until the block ends; `GatewayError` when every attempt failed."""
+    plan = _attempts(ctx, router, model, prepare, routing, clock, streaming=True)
+    async with aclosing(plan) as attempts:
+        async for attempt in attempts:
+            async with attempt:
+                try:
+                    await attempt.send(ctx.session)
+                    await attempt.first_event()
+                except GatewayError as err:
+                    attempt.fail(err)
+                    if not is_transient(err):
+                        raise
+                    continue
+                attempt.succeed()
+                yield attempt
+                return
+
+
+async def complete(
+    ctx: RequestContext,
+    router: Router,
+    model: str,
+    prepare: Prepare,
+    routing: RoutingConfig,
+    clock: Clock = SYSTEM_CLOCK,
+) -> tuple[bool, bytes, Completion]:
+    """A whole non-streaming answer: (pass-through?, raw body, parsed completion)."""
+    plan = _attempts(ctx, router, model, prepare, routing, clock, streaming=False)
+    async with aclosing(plan) as attempts:
+        async for attempt in attempts:
+            async with attempt:
+                provider = attempt.deployment.provider
+                try:
+                    await attempt.send(ctx.session)
+                    raw = await attempt.whole_body()
+                    # A 200 whose body is an error (or not the format) fails over like any other.
+                    try:
+                        if attempt.passthrough:
+                            completion = provider.usage_of_body(raw)
+                        else:
+                            completion = provider.parse_completion(raw)
+                    except PARSE_ERRORS as exc:
+                        raise malformed(exc) from None
+                except GatewayError as err:
+                    attempt.fail(err)
+                    if not is_transient(err):
+                        raise
+                    continue
+                attempt.succeed()
+            return attempt.passthrough, raw, completion
+    raise AssertionError("unreachable: _attempts raises when nothing succeeded")
+
+
+async def _attempts(
+    ctx: RequestContext,
+    router: Router,
+    model: str,
+    prepare: Prepare,
+    routing: RoutingConfig,
+    clock: Clock,
     *,
-    holds_slot: bool,
-) -> T:
-    """Run `attempt` over the plan until one succeeds. A streaming success keeps its slot."""
-    start = time.monotonic()
-    plan = router.plan(model)
+    streaming: bool,
+) -> AsyncGenerator[Attempt, None]:
+    """The attempts to make, in order, each created when its turn comes: skipping cooling and
+    saturated deployments, retrying with backoff, within one budget. Reads each attempt's
+    `error` when the caller comes back for the next; raises when there is no next."""
+    start = clock.now()
     last: GatewayError | None = None
-    skipped_cooling: list[Deployment] = []
-    skipped_busy = False
-    for deployment in plan:
-        now = time.monotonic()
-        if not deployment.health.available(now):
-            skipped_cooling.append(deployment)
+    cooling: list[Deployment] = []
+    busy = False
+    for deployment in router.plan(model):
+        if not deployment.health.available(clock.now()):
+            cooling.append(deployment)
             ctx.skipped += 1
             continue
         if deployment.saturated:
-            skipped_busy = True
+            busy = True
             ctx.skipped += 1
             continue
         for n in range(1 + deployment.config.retries):
-            elapsed = time.monotonic() - start
+            elapsed = clock.now() - start
             if ctx.attempts >= routing.max_attempts or elapsed >= routing.budget_seconds:
                 break
             if n:
-                delay = _backoff(n, routing, getattr(last, "retry_after", None))
+                delay = _backoff(n, routing, last.retry_after if last is not None else None)
                 delay = min(delay, routing.budget_seconds - elapsed)
-                waited = time.perf_counter()
+                before = clock.now()
                 try:
-                    await asyncio.sleep(delay)
+                    await clock.sleep(delay)
                 finally:
-                    ctx.waited += time.perf_counter() - waited
-                if not deployment.health.available(time.monotonic()):
+                    ctx.waited += clock.now() - before
+                if not deployment.health.available(clock.now()):
                     break
             ctx.attempts += 1
             call, passthrough = prepare(deployment.provider)
-            deployment.in_flight += 1
-            deployment.health.attempt(time.monotonic())
-            try:
-                result = await attempt(ctx, deployment, call, passthrough)
-            except GatewayError as err:
-                deployment.in_flight -= 1
-                last = err
-                if not is_transient(err):
-                    raise
-                deployment.health.failure(
-                    time.monotonic(), err.retry_after if err.status == 429 else None
-                )
-                if not _retry_same(err):
-                    break
-                continue
-            except BaseException:
-                deployment.in_flight -= 1
-                raise
-            deployment.health.success()
-            ctx.dropped = call.dropped
-            ctx.deployment = deployment.key
-            ctx.upstream = deployment.provider.label
-            if not holds_slot:
-                deployment.in_flight -= 1
-            return result
-        if (
-            ctx.attempts >= routing.max_attempts
-            or time.monotonic() - start >= routing.budget_seconds
-        ):
+            attempt = Attempt(ctx, deployment, call, passthrough, streaming=streaming, clock=clock)
+            yield attempt
+            if attempt.error is None:
+                return
+            last = attempt.error
+            if not _retry_same(last):
+                break
+        if ctx.attempts >= routing.max_attempts or clock.now() - start >= routing.budget_seconds:
             break
+    raise _exhausted(model, last, cooling, busy, clock.now())
+
+
+def _exhausted(
+    model: str, last: GatewayError | None, cooling: list[Deployment], busy: bool, now: float
+) -> GatewayError:
+    """The error of a request for which no attempt succeeded."""
     if last is not None:
-        raise last
-    if skipped_busy:
-        raise RateLimited(
+        return last
+    if busy:
+        return RateLimited(
             f"every deployment of {model!r} is at its concurrency limit", retry_after=1
         )
-    soonest = min((d.health.until for d in skipped_cooling), default=time.monotonic())
-    raise UpstreamUnavailable(
-        f"every deployment of {model!r} is cooling down after repeated failures",
-        retry_after=max(1.0, soonest - time.monotonic()),
-    )
+    if not cooling:
+        return UpstreamUnavailable(f"no deployment of {model!r} could be tried")
+    soonest = min(cooling, key=lambda d: d.health.until)
+    message = f"every deployment of {model!r} is cooling down after repeated failures"
+    cause = soonest.health.last_error
+    if cause is not None:
+        message += f"; the last failure: {cause.code} ({cause.status}): {cause.message}"
+    return UpstreamUnavailable(message, retry_after=max(1, math.ceil(soonest.health.until - now)))
 
 
 def _backoff(n: int, routing: RoutingConfig, retry_after: float | None) -> float:
@@ -206,118 +195,3 @@ def _backoff(n: int, routing: RoutingConfig, retry_after: float | None) -> float
         return float(retry_after)
     base = min(routing.max_backoff_seconds, routing.backoff_seconds * 2.0 ** (n - 1))
     return base * random.uniform(0.5, 1.5)
-
-
-async def _send(
-    ctx: RequestContext, deployment: Deployment, call: UpstreamCall
-) -> UpstreamResponse:
-    assert ctx.session is not None
-    provider = deployment.provider
-    t0 = time.perf_counter()
-    try:
-        response = await provider.open(ctx.session, call)
-    finally:
-        ctx.waited += time.perf_counter() - t0
-    if not 200 <= response.status < 300:
-        try:
-            body = await response.read_body(ERROR_BODY_LIMIT)
-        finally:
-            response.close()
-        raise provider.error_from_status(response.status, body, response.retry_after)
-    if "text/html" in response.content_type:
-        response.close()
-        raise UpstreamProtocolError("upstream answered with an HTML page instead of its API format")
-    return response
-
-
-async def _attempt_stream(
-    ctx: RequestContext, deployment: Deployment, call: UpstreamCall, passthrough: bool
-) -> Opened:
-    provider = deployment.provider
-    dog = Watchdog(provider.timeouts, streaming=True)
-    response: UpstreamResponse | None = None
-    try:
-        response = await _send(ctx, deployment, call)
-        opened = Opened(
-            deployment, call, passthrough, response, provider.stream_parser(side=passthrough), dog
-        )
-        parser = opened.parser
-        held = 0
-        while not parser.started and not parser.done:
-            t0 = time.perf_counter()
-            try:
-                chunk = await response.read_chunk()
-            finally:
-                ctx.waited += time.perf_counter() - t0
-            try:
-                if not chunk:
-                    opened.events += parser.finish()
-                    break
-                # A large read is parsed a slice at a time: the rest waits for the relay once
-                # the first event has been found, so no read costs the loop more than a slice.
-                while chunk and not parser.started and not parser.done:
-                    piece, chunk = chunk[:READ_SLICE], chunk[READ_SLICE:]
-                    opened.pending.append(piece)
-                    opened.events += parser.feed(piece)
-                opened.leftover = chunk
-            except PARSE_ERRORS as exc:
-                raise malformed(exc) from None
-            if any(isinstance(e, StreamError) for e in opened.events):
-                break
-            held += len(chunk)
-            if held > provider.max_event_bytes and not parser.started:
-                raise UpstreamProtocolError(
-                    f"upstream sent {held} bytes without a first event (limit "
-                    f"{provider.max_event_bytes})"
-                )
-        for event in opened.events:
-            if isinstance(event, StreamError):
-                raise as_gateway_error(event.error)
-        if not parser.started:
-            raise UpstreamProtocolError("upstream ended the stream before sending any event")
-        return opened
-    except asyncio.CancelledError:
-        dog.stop()
-        if response is not None:
-            response.close()
-        if dog.cancelled_us():
-            raise dog.error() from None
-        raise
-    except BaseException:
-        dog.stop()
-        if response is not None:
-            response.close()
-        raise
-
-
-async def _attempt_whole(
-    ctx: RequestContext, deployment: Deployment, call: UpstreamCall, passthrough: bool
-) -> tuple[Deployment, bool, bytes, Completion]:
-    provider = deployment.provider
-    dog = Watchdog(provider.timeouts, streaming=False)
-    response: UpstreamResponse | None = None
-    try:
-        response = await _send(ctx, deployment, call)
-        t0 = time.perf_counter()
-        try:
-            raw = await response.read_body(provider.max_response_bytes + 1)
-            if len(raw) > provider.max_response_bytes:
-                raise UpstreamProtocolError(
-                    f"upstream answer is larger than {provider.max_response_bytes} bytes"
-                )
-        finally:
-            ctx.waited += time.perf_counter() - t0
-    except asyncio.CancelledError:
-        if dog.cancelled_us():
-            raise dog.error() from None
-        raise
-    finally:
-        dog.stop()
-        if response is not None:
-            response.close()
-    # A 200 whose body is an error (or is not the format) fails over like any other failure.
-    try:
-        completion = provider.usage_of_body(raw) if passthrough else provider.parse_completion(raw)
-    except PARSE_ERRORS as exc:
-        raise malformed(exc) from None
-    return deployment, passthrough, raw, completion

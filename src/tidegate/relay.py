@@ -20,13 +20,14 @@ whatever happens, including cancellation when the client goes away.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Protocol
 
+from tidegate.attempt import READ_SLICE, Attempt
 from tidegate.context import RequestContext
-from tidegate.errors import GatewayError, UpstreamError, UpstreamProtocolError, as_gateway_error
+from tidegate.deployments import Router
+from tidegate.errors import GatewayError, UpstreamProtocolError, as_gateway_error
 from tidegate.events import Completion, Event, Finish, Sources, StreamError, UsageUpdate
-from tidegate.failover import READ_SLICE, Opened, Prepare, complete, open_stream
+from tidegate.failover import Prepare, complete, open_stream
 from tidegate.logs import log
 from tidegate.providers.base import (
     PARSE_ERRORS,
@@ -35,7 +36,6 @@ from tidegate.providers.base import (
     upstream_error_from_exception,
 )
 from tidegate.redact import StreamRedactor
-from tidegate.routing import Router
 from tidegate.settings import Config, RoutingConfig
 
 Send = Any  # the ASGI send callable
@@ -114,27 +114,25 @@ async def relay_stream(
     `limits.write_timeout`: a client that stops reading holds nothing of the upstream.
     """
     state = StreamState()
-    opened: Opened | None = None
     redactor = ctx.redactor.stream()
     keepalive = KeepAlive(ctx, encoder, send, config.routing)
     skip_end = False
+    opened = False
     try:
-        try:
-            opened = await open_stream(ctx, router, model, prepare, config.routing)
-        except GatewayError as err:
+        async with open_stream(ctx, router, model, prepare, config.routing) as attempt:
+            opened = True
             await keepalive.stop()
-            if not ctx.committed:
-                raise
-            state.error = err
-        else:
-            await keepalive.stop()
-            skip_end = await _forward(ctx, opened, encoder, state, send, redactor)
+            skip_end = await _forward(ctx, attempt, encoder, state, send, redactor)
+        # Leaving the block released the upstream: the last write below holds nothing of it.
+    except GatewayError as err:
+        if opened:
+            raise
+        await keepalive.stop()
+        if not ctx.committed:
+            raise
+        state.error = err
     finally:
         keepalive.cancel()
-        if opened is not None:
-            opened.dog.stop()
-            opened.response.close()
-            opened.deployment.in_flight -= 1
         ctx.usage = state.usage
         ctx.finish_reason = state.finish_reason
         if state.error is not None:
@@ -155,14 +153,13 @@ async def relay_stream(
 
 async def _forward(
     ctx: RequestContext,
-    opened: Opened,
+    opened: Attempt,
     encoder: StreamEncoder,
     state: StreamState,
     send: Send,
     redactor: StreamRedactor,
 ) -> bool:
     """Commit and forward until the upstream ends or fails; true if its end was forwarded."""
-    ctx.dropped = opened.call.dropped
     ctx.mark_first_byte()
     if not ctx.committed:
         await _commit(ctx, encoder, send)
@@ -193,8 +190,9 @@ async def _forward(
         else:
             log.exception("relay failed after the response began")
             state.error = as_gateway_error(exc)
-    if isinstance(state.error, UpstreamError):
-        opened.deployment.health.failure(time.monotonic())
+    if state.error is not None:
+        opened.fail(state.error)
+    assert opened.parser is not None
     return passthrough and opened.parser.done
 
 
@@ -202,9 +200,8 @@ async def relay_complete(
     ctx: RequestContext, router: Router, model: str, prepare: Prepare, routing: RoutingConfig
 ) -> tuple[bool, bytes, Completion]:
     """One whole answer: (pass-through?, raw body, parsed completion)."""
-    deployment, passthrough, raw, completion = await complete(ctx, router, model, prepare, routing)
+    passthrough, raw, completion = await complete(ctx, router, model, prepare, routing)
     ctx.usage, ctx.finish_reason = completion.usage, completion.finish_reason
-    ctx.upstream = deployment.provider.label
     return passthrough, raw, completion
 
 
@@ -263,7 +260,7 @@ class KeepAlive:
 
 
 async def _pump(
-    opened: Opened,
+    opened: Attempt,
     encoder: StreamEncoder,
     state: StreamState,
     send: Send,
@@ -271,6 +268,7 @@ async def _pump(
     redactor: StreamRedactor,
 ) -> None:
     parser, dog, passthrough = opened.parser, opened.dog, opened.passthrough
+    assert parser is not None and opened.response is not None
     read = opened.response.reader()
     redact = redactor.feed
     rest, opened.leftover = opened.leftover, b""  # read before the commit, not parsed yet
@@ -281,7 +279,7 @@ async def _pump(
         else:
             dog.begin_wait()
             chunk = await read()
-            dog.waiting = False
+            dog.end_wait()
         if len(chunk) > READ_SLICE:
             chunk, rest = chunk[:READ_SLICE], chunk[READ_SLICE:]
         if not chunk:

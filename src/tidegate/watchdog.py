@@ -10,11 +10,22 @@ A deadline that really passes cancels the relay task; the relay turns that cance
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from tidegate.errors import UpstreamTimeout
 from tidegate.settings import Timeouts
 
 _EARLY = 0.002  # timers may fire up to a clock tick early
+
+
+class WaitMeter(Protocol):
+    """Where the seconds spent waiting for upstreams are added up (a request's context)."""
+
+    waited: float
+
+
+class _Meter:
+    waited = 0.0
 
 
 class Watchdog:
@@ -28,13 +39,14 @@ class Watchdog:
         "_task",
         "_total_at",
         "expired",
+        "meter",
         "phase",
         "timeouts",
         "wait_started",
         "waiting",
     )
 
-    def __init__(self, timeouts: Timeouts, *, streaming: bool):
+    def __init__(self, timeouts: Timeouts, *, streaming: bool, meter: WaitMeter | None = None):
         self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None, "Watchdog must be created inside a task"
@@ -47,6 +59,7 @@ class Watchdog:
         self.phase = "first_byte" if streaming else "total"
         self.wait_started = now
         self.waiting = True
+        self.meter: WaitMeter = meter or _Meter()  # where the seconds spent waiting are added up
         self.expired: str | None = None
         self._handle = self._loop.call_at(self._deadline(), self._fire)
 
@@ -65,6 +78,7 @@ class Watchdog:
     def end_wait(self) -> None:
         """A chunk arrived; time spent writing to the client is not an upstream gap."""
         self.waiting = False
+        self.meter.waited += self._loop.time() - self.wait_started
 
     def stop(self) -> None:
         """Disarm the timer."""

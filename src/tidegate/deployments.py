@@ -1,4 +1,4 @@
-"""Model groups: which deployment to try next, and whether a deployment may be tried at all.
+"""Deployments and model groups: which deployment to try next, and whether it may be tried.
 
 Several `models:` entries with one name are deployments of one model. A request's plan lists
 them by `priority` (lower first), in weighted random order within a priority, followed by the
@@ -9,6 +9,10 @@ Cooldown is a small circuit breaker per deployment: `failures` failures within `
 trip it for `seconds`, doubling on each further trip up to `max_seconds`; when the time is up
 exactly one request probes it (half-open); success closes it, failure trips it again. A 429 with
 `Retry-After` cools the deployment for that long without counting as a trip.
+
+The only deployment of a group never cools down: there is nothing to fail over to, and hiding
+its real error (a bad key, a 500) behind "cooling down" would help no one. Each deployment keeps
+its last failure, so that when a whole group is cooling the client learns why.
 """
 
 from __future__ import annotations
@@ -18,23 +22,34 @@ import time
 from collections import deque
 from typing import Any
 
-from tidegate.errors import UnknownModel
+from tidegate.errors import GatewayError, UnknownModel
 from tidegate.providers import Provider, provider_class
 from tidegate.settings import Config, CooldownConfig, DeploymentSettings, LimitsConfig
 
 
 class Health:
-    """The cooldown state of one deployment."""
+    """The cooldown state of one deployment; `solo` (alone in its group) never cools down."""
 
-    __slots__ = ("_cfg", "_failures", "probing", "rate_limited", "trips", "until")
+    __slots__ = (
+        "_cfg",
+        "_failures",
+        "last_error",
+        "probing",
+        "rate_limited",
+        "solo",
+        "trips",
+        "until",
+    )
 
-    def __init__(self, cfg: CooldownConfig):
+    def __init__(self, cfg: CooldownConfig, *, solo: bool = False):
         self._cfg = cfg
         self._failures: deque[float] = deque()
         self.trips = 0
         self.until = 0.0
         self.probing = False
         self.rate_limited = False  # the current cooldown is an upstream's Retry-After
+        self.solo = solo
+        self.last_error: GatewayError | None = None
 
     def state(self, now: float) -> str:
         """`healthy`, `cooling` (skipped) or `half_open` (one probe allowed or under way)."""
@@ -61,9 +76,13 @@ class Health:
         self.trips = 0
         self.probing = False
 
-    def failure(self, now: float, retry_after: float | None = None) -> None:
+    def failure(
+        self, now: float, retry_after: float | None = None, error: GatewayError | None = None
+    ) -> None:
         """The deployment failed; trip the breaker if it has failed often enough."""
-        if not self._cfg.enabled:
+        if error is not None:
+            self.last_error = error
+        if not self._cfg.enabled or self.solo:
             return
         if retry_after and now + retry_after > self.until:
             self.until = now + min(retry_after, self._cfg.max_seconds)
@@ -140,6 +159,8 @@ class Router:
             group.append(Deployment(key, model, cooldown, config.limits))
             fallbacks = self.fallbacks.setdefault(model.name, [])
             fallbacks += [f for f in model.fallbacks if f not in fallbacks]
+        for group in self.groups.values():
+            group[0].health.solo = len(group) == 1
 
     def names(self) -> list[str]:
         """Model names in configuration order."""
