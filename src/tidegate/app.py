@@ -13,6 +13,7 @@ key is configured and is open only when none is (local development).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import itertools
 import os
@@ -182,7 +183,7 @@ class Gateway:
             # Anything under /admin/ is admin, whatever its route says.
             access = "admin" if request.path.startswith("/admin/") else route.access
             if access == "client":
-                self._check_client_key(request)
+                ctx.key_id = self._check_client_key(request)
             elif access == "admin":
                 self._check_admin_key(request)
             if request.method == "POST":
@@ -230,11 +231,17 @@ class Gateway:
             headers.append((b"connection", b"close"))
         await send_bytes(send, err.status, render(err), headers=headers)
 
-    def _check_client_key(self, request: Request) -> None:
-        if self._keys and not _matches(_given_key(request, admin=False), self._keys):
-            raise Unauthorized(
-                "missing or unknown client key; send it as 'Authorization: Bearer <key>'"
-            )
+    def _check_client_key(self, request: Request) -> str | None:
+        """The short id of the client key presented (None when no keys are configured)."""
+        if not self._keys:
+            return None
+        given = _given_key(request, admin=False)
+        for key in self._keys:
+            if given and hmac.compare_digest(given, key):
+                return key_id(key)
+        raise Unauthorized(
+            "missing or unknown client key; send it as 'Authorization: Bearer <key>'"
+        )
 
     def _check_admin_key(self, request: Request) -> None:
         if not self._admin_keys:
@@ -261,6 +268,11 @@ def _given_key(request: Request, *, admin: bool) -> bytes:
         if not given and request.query_string:
             given = request.query.get("key", "")
     return given.encode()
+
+
+def key_id(key: bytes) -> str:
+    """How logs name a client key without revealing it: a short prefix of its SHA-256."""
+    return "key-" + hashlib.sha256(key).hexdigest()[:10]
 
 
 def _matches(given: bytes, keys: list[bytes]) -> bool:

@@ -86,6 +86,9 @@ class Attempt:
     async def __aenter__(self) -> Attempt:
         self.deployment.in_flight += 1
         self._released = False
+        # The log names the deployment tried last, whether or not it served the request.
+        self._ctx.tried = self.deployment.key
+        self._ctx.upstream = self.deployment.provider.label
         self.deployment.health.attempt(self._clock.now())
         timeouts = self.deployment.provider.timeouts
         self.dog = Watchdog(timeouts, streaming=self._streaming, meter=self._ctx)
@@ -114,10 +117,8 @@ class Attempt:
     def succeed(self) -> None:
         """The deployment answered well: it serves this request."""
         self.deployment.health.success()
-        ctx = self._ctx
-        ctx.dropped = self.call.dropped
-        ctx.deployment = self.deployment.key
-        ctx.upstream = self.deployment.provider.label
+        self._ctx.dropped = self.call.dropped
+        self._ctx.deployment = self.deployment.key
 
     def fail(self, err: GatewayError) -> None:
         """The attempt failed; an upstream failure counts against the deployment."""

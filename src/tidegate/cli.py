@@ -33,6 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="allow a non-loopback address without client keys (auth.api_keys)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-format",
+        default="json",
+        choices=["json", "text"],
+        help="json: every line a JSON object (default); text: messages as plain lines",
+    )
 
     check = commands.add_parser("check", help="validate a configuration and print its models")
     _config_arguments(check)

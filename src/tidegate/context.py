@@ -27,6 +27,7 @@ class RequestContext:
         "finish_reason",
         "first_byte_at",
         "headers_out",
+        "key_id",
         "model",
         "redactor",
         "request_id",
@@ -35,6 +36,7 @@ class RequestContext:
         "start",
         "status",
         "stream",
+        "tried",
         "upstream",
         "usage",
         "waited",
@@ -63,7 +65,9 @@ class RequestContext:
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.dropped: list[str] = []
-        self.deployment: str | None = None
+        self.deployment: str | None = None  # the deployment that served the request
+        self.tried: str | None = None  # the deployment tried last
+        self.key_id: str | None = None  # the client key's name, or a short hash of it
         self.attempts = 0
         self.skipped = 0  # deployments passed over: cooling down or at their limit
         self.waited = 0.0  # seconds spent waiting on upstreams (and backoff), not working
@@ -115,8 +119,14 @@ class RequestContext:
             "tokens_in": usage.input_tokens if usage else None,
             "tokens_out": usage.output_tokens if usage else None,
         }
-        if self.deployment is not None:
-            fields["deployment"] = self.deployment
+        if usage is not None:
+            fields["tokens_cache_read"] = usage.cache_read_tokens
+            fields["tokens_cache_write"] = usage.cache_write_tokens
+            fields["tokens_reasoning"] = usage.reasoning_tokens
+        if self.key_id is not None:
+            fields["key"] = self.key_id
+        if self.deployment is not None or self.tried is not None:
+            fields["deployment"] = self.deployment or self.tried
         if self.attempts:
             fields["attempts"] = self.attempts
             fields["overhead_ms"] = round(self.overhead_ms(), 2)

@@ -14,6 +14,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from typing import Any
 
 import orjson
@@ -22,6 +23,12 @@ from tidegate.redact import Redactor
 
 access_log = logging.getLogger("tidegate.access")
 log = logging.getLogger("tidegate")
+
+
+def timestamp(seconds: float) -> str:
+    """`seconds` since the epoch as ISO 8601 UTC with milliseconds: 2026-11-30T00:21:54.123Z."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{whole}.{int(seconds % 1 * 1000):03d}Z"
 
 
 class RedactingFormatter(logging.Formatter):
@@ -35,17 +42,41 @@ class RedactingFormatter(logging.Formatter):
         return self._redactor(super().format(record))
 
 
+class JsonFormatter(RedactingFormatter):
+    """One JSON object per line: time, level, logger and message (traceback included),
+    redacted, so that every line of the gateway's output is JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": super().format(record),
+        }
+        return orjson.dumps(line).decode()
+
+
+def startup_line(text: str, *, json: bool) -> str:
+    """A line written before logging is up (the bound address), in the chosen format."""
+    if not json:
+        return text
+    line = {"time": timestamp(time.time()), "level": "info", "logger": "tidegate", "message": text}
+    return orjson.dumps(line).decode()
+
+
 def setup_logging(
-    level: str = "info", redactor: Redactor | None = None
+    level: str = "info", redactor: Redactor | None = None, *, json: bool = True
 ) -> logging.handlers.QueueListener:
     """Route the root logger through a queue to stderr; returns the started listener.
 
     Every line, a traceback's text included, passes `redactor` before it is written: an
-    exception's message may quote upstream data, and that may quote a key.
+    exception's message may quote upstream data, and that may quote a key. With `json`, every
+    line is a JSON object (uvicorn's own lines included).
     """
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(RedactingFormatter(redactor or Redactor(())))
+    formatter = JsonFormatter if json else RedactingFormatter
+    stream.setFormatter(formatter(redactor or Redactor(())))
     listener = logging.handlers.QueueListener(records, stream, respect_handler_level=False)
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -57,12 +88,16 @@ def setup_logging(
 
 
 class AccessLog:
-    """Writes one JSON line per request to stderr from a thread, secrets removed."""
+    """Writes one JSON line per request to stderr from a thread, secrets removed.
+
+    The loop only enqueues the record and the time; serializing, redacting and stamping the
+    line (`"time"`, ISO 8601 UTC, last) happen in the writer thread.
+    """
 
     def __init__(self, redact: Redactor, fd: int | None = None):
         self._redact = redact
         self._fd = sys.stderr.fileno() if fd is None else fd
-        self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._lines: queue.SimpleQueue[tuple[float, dict[str, Any]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.enabled = access_log.isEnabledFor(logging.INFO)
 
@@ -77,7 +112,7 @@ class AccessLog:
     def write(self, fields: dict[str, Any]) -> None:
         """Queue one record; never blocks."""
         if self._thread is not None:
-            self._lines.put(self._redact.bytes(orjson.dumps(fields)) + b"\n")
+            self._lines.put((time.time(), fields))
 
     def close(self) -> None:
         """Write what is queued and stop the thread."""
@@ -91,7 +126,9 @@ class AccessLog:
             line = self._lines.get()
             batch = []
             while line is not None:
-                batch.append(line)
+                at, fields = line
+                fields["time"] = timestamp(at)
+                batch.append(self._redact.bytes(orjson.dumps(fields)) + b"\n")
                 if len(batch) >= 512:
                     break
                 try:

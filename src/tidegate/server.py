@@ -22,7 +22,7 @@ import uvicorn
 from tidegate import __version__
 from tidegate.app import create_app
 from tidegate.config import load_config, read_environment
-from tidegate.logs import setup_logging
+from tidegate.logs import setup_logging, startup_line
 from tidegate.redact import Redactor
 from tidegate.server_protocol import GatewayServerConfig, LimitedHttpToolsProtocol
 from tidegate.settings import Config
@@ -32,7 +32,8 @@ _LOOP = "uvloop" if sys.platform != "win32" else "asyncio"
 
 def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
     """Serve until interrupted; return the exit status."""
-    listener = setup_logging(args.log_level, Redactor(config.secrets()))
+    json = args.log_format == "json"
+    listener = setup_logging(args.log_level, Redactor(config.secrets()), json=json)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     keys = len(config.auth.api_keys)
@@ -40,13 +41,12 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
     if config.auth.admin_keys:
         auth += f", {len(config.auth.admin_keys)} admin key(s)"
     # Printed whatever the log level: operators and test harnesses read the bound address here.
-    print(
+    announce = (
         f"tidegate {__version__} listening on http://{shown}:{port} "
         f"(models: {', '.join(config.model_names())}; {auth}; config: {config.source}; "
-        f"workers: {args.workers})",
-        file=sys.stderr,
-        flush=True,
+        f"workers: {args.workers})"
     )
+    print(startup_line(announce, json=json), file=sys.stderr, flush=True)
     options: dict[str, Any] = {
         "loop": _LOOP,
         "http": LimitedHttpToolsProtocol,
@@ -70,6 +70,7 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
                 os.environ["TIDEGATE_CONFIG"] = os.path.abspath(args.config)
             os.environ["TIDEGATE_ENV_FILE"] = os.path.abspath(args.env_file)
             os.environ["TIDEGATE_LOG_LEVEL"] = args.log_level
+            os.environ["TIDEGATE_LOG_FORMAT"] = args.log_format
             factory = "tidegate.server:app_from_environment"
             uv_config = GatewayServerConfig(
                 factory, limits=config.limits, factory=True, workers=args.workers, **options
@@ -86,5 +87,9 @@ def app_from_environment() -> object:
     """The app factory of a worker process."""
     env = read_environment(os.environ.get("TIDEGATE_ENV_FILE", ".env"))
     config = load_config(None, env)
-    setup_logging(os.environ.get("TIDEGATE_LOG_LEVEL", "info"), Redactor(config.secrets()))
+    setup_logging(
+        os.environ.get("TIDEGATE_LOG_LEVEL", "info"),
+        Redactor(config.secrets()),
+        json=os.environ.get("TIDEGATE_LOG_FORMAT", "json") == "json",
+    )
     return create_app(config)

@@ -317,6 +317,7 @@ class HttpUpstreamResponse(UpstreamResponse):
         while True:
             out = inflater.more()
             if out:
+                await asyncio.sleep(0)  # one bounded step per turn of the loop, not a burst
                 return out
             data = await self._response.content.readany()
             if not data:
