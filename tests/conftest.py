@@ -38,6 +38,7 @@ SCENARIOS = {
     "error_mid": "error_mid",
     "truncated": "truncated",
     "malformed_mid": "malformed_mid",
+    "malformed_line": "malformed_line",
     "leaky_mid": "leaky_mid",
     "split_utf8": "split_utf8",
     "crlf": "crlf",

@@ -33,6 +33,7 @@ class RequestContext:
         "request_id",
         "session",
         "skipped",
+        "skipped_lines",
         "start",
         "status",
         "stream",
@@ -70,6 +71,7 @@ class RequestContext:
         self.key_id: str | None = None  # the client key's name, or a short hash of it
         self.attempts = 0
         self.skipped = 0  # deployments passed over: cooling down or at their limit
+        self.skipped_lines = 0  # unreadable upstream events skipped in the answer
         self.waited = 0.0  # seconds spent waiting on upstreams (and backoff), not working
         self.headers_out: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
 
@@ -132,6 +134,8 @@ class RequestContext:
             fields["overhead_ms"] = round(self.overhead_ms(), 2)
         if self.skipped:
             fields["skipped"] = self.skipped
+        if self.skipped_lines:
+            fields["skipped_lines"] = self.skipped_lines
         if self.finish_reason:
             fields["finish_reason"] = self.finish_reason
         if self.error_code:

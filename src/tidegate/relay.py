@@ -47,9 +47,10 @@ MESSAGE_CHARS = 1000
 class StreamState:
     """What the relay has seen of one stream: usage, finish, sources, and a terminal error."""
 
-    __slots__ = ("error", "error_forwarded", "finish_reason", "sources", "usage")
+    __slots__ = ("error", "error_forwarded", "finish_reason", "skipped", "sources", "usage")
 
     def __init__(self) -> None:
+        self.skipped = 0  # unreadable upstream events skipped (see StreamParser.skip)
         self.usage: Any = None
         self.finish_reason: str | None = None
         self.sources: list[dict[str, Any]] = []
@@ -192,8 +193,18 @@ async def _forward(
             state.error = as_gateway_error(exc)
     if state.error is not None:
         opened.fail(state.error)
-    assert opened.parser is not None
-    return passthrough and opened.parser.done
+    parser = opened.parser
+    assert parser is not None
+    if parser.skipped:
+        state.skipped = ctx.skipped_lines = parser.skipped
+        log.warning(
+            "request %s: skipped %d unreadable event(s) from %s, the first: %s",
+            ctx.request_id,
+            parser.skipped,
+            ctx.upstream,
+            "; ".join(repr(s[:200]) for s in parser.skipped_samples or ()),
+        )
+    return passthrough and parser.done
 
 
 async def relay_complete(

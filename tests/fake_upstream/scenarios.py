@@ -193,6 +193,21 @@ def after_three(then: str) -> Scenario:
     return serve
 
 
+async def malformed_line(x: Exchange) -> web.StreamResponse:
+    """A complete answer with one line of broken JSON in the middle of it."""
+    if not x.stream:
+        return await content("ok")(x)
+    response = await begin(x)
+    sep = "\r\n" if x.fmt.crlf else "\n"
+    events = x.fmt.stream_events("ok")
+    for event in events[:3]:
+        await response.write(x.fmt.frame(event, sep))
+    await response.write(x.fmt.malformed())
+    for event in events[3:]:
+        await response.write(x.fmt.frame(event, sep))
+    return await end(x, response)
+
+
 # -- odd but valid streams ----------------------------------------------------------------------
 
 
@@ -275,6 +290,7 @@ SCENARIOS: dict[str, Scenario] = {
     "truncated": after_three("truncated"),
     "malformed_mid": after_three("malformed"),
     "leaky_mid": after_three("leaky"),
+    "malformed_line": malformed_line,
     "split_utf8": split_utf8,
     "crlf": crlf,
     "pings": pings,

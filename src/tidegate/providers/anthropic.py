@@ -34,6 +34,7 @@ from tidegate.events import (
     arguments_object,
 )
 from tidegate.providers.base import (
+    SKIPPABLE,
     Provider,
     SSEStreamParser,
     StreamParser,
@@ -292,13 +293,17 @@ class AnthropicStreamParser(SSEStreamParser):
                 continue
             if self._side and name.startswith("content_block"):
                 continue
-            data = loads_object(sse.data, f"{name} event")
-            kind = data.get("type", name)
-            if kind == "error" or name == "error":
-                out.append(StreamError(error_from_anthropic(data.get("error"))))
-                self.done = True
-                break
-            self._event(kind, data, out)
+            try:
+                data = loads_object(sse.data, f"{name} event")
+                kind = data.get("type", name)
+                if kind == "error" or name == "error":
+                    out.append(StreamError(error_from_anthropic(data.get("error"))))
+                    self.done = True
+                    break
+                self._event(kind, data, out)
+            except SKIPPABLE:
+                self.skip(sse.data)
+                continue
             if self.done:
                 break
         return out

@@ -33,6 +33,7 @@ from tidegate.events import (
     UsageUpdate,
 )
 from tidegate.providers.base import (
+    SKIPPABLE,
     Provider,
     StreamParser,
     UpstreamCall,
@@ -183,7 +184,10 @@ class AnythingLLMStreamParser(StreamParser):
         for sse in self._decoder.decode(chunk):
             if self.done:
                 break
-            self._event(loads_object(sse.data, "stream-chat chunk"), out)
+            try:
+                self._event(loads_object(sse.data, "stream-chat chunk"), out)
+            except SKIPPABLE:
+                self.skip(sse.data)
         return out
 
     def _event(self, data: dict[str, Any], out: list[Event]) -> None:

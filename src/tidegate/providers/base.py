@@ -32,6 +32,8 @@ from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, skip_plain_events
 #: What a parser may raise on upstream data of the wrong shape or type (a string where a count
 #: belongs, a list where an object does): callers turn these into `UpstreamProtocolError`.
 PARSE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
+#: What reading one event may raise when the event is malformed: it is skipped, not fatal.
+SKIPPABLE = (UpstreamProtocolError, *PARSE_ERRORS)
 #: Upstream text kept in an error message; the client sees less (redacted, then shortened).
 EXCERPT_CHARS = 2000
 #: Most bytes one read of a compressed body may inflate to.
@@ -112,10 +114,22 @@ class StreamParser(ABC):
 
     started: bool = False
     done: bool = False
+    #: Events that could not be read (broken JSON, wrong types) and were skipped, and the
+    #: first few of them, unredacted: the relay logs them through the redactor.
+    skipped: int = 0
+    skipped_samples: list[str] | None = None
 
     @abstractmethod
     def feed(self, chunk: bytes) -> list[Event]:
         """Decode one network read."""
+
+    def skip(self, data: str | bytes) -> None:
+        """One event could not be read: count it and keep a sample, then go on."""
+        self.skipped += 1
+        if self.skipped_samples is None:
+            self.skipped_samples = []
+        if len(self.skipped_samples) < 3:
+            self.skipped_samples.append(excerpt(data))
 
     def finish(self) -> list[Event]:
         """The body ended; return any last events (subclasses flush their decoders)."""

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import orjson
 
-from tidegate.errors import UpstreamProtocolError, UpstreamStatusError
+from tidegate.errors import UpstreamStatusError
 from tidegate.events import (
     ChatRequest,
     Completion,
@@ -36,10 +36,10 @@ from tidegate.events import (
     arguments_object,
 )
 from tidegate.providers.base import (
+    SKIPPABLE,
     Provider,
     StreamParser,
     UpstreamCall,
-    excerpt,
     loads_object,
     status_for_error_type,
 )
@@ -300,13 +300,16 @@ class GeminiStreamParser(StreamParser):
             if self._side and self.started and '"error"' not in sse.data:
                 self._last = sse.data
                 continue
-            data = loads_object(sse.data, "stream chunk")
-            if data.get("error"):
-                self.done = True
-                out.append(StreamError(error_from_gemini(data["error"])))
-                return out
-            self.started = True
-            self.response(data, out)
+            try:
+                data = loads_object(sse.data, "stream chunk")
+                if data.get("error"):
+                    self.done = True
+                    out.append(StreamError(error_from_gemini(data["error"])))
+                    return out
+                self.started = True
+                self.response(data, out)
+            except SKIPPABLE:
+                self.skip(sse.data)
         if self._decoder.stray_lines:
             self._stray(out)
         return out
@@ -333,11 +336,9 @@ class GeminiStreamParser(StreamParser):
             value = None
         err = value.get("error") if isinstance(value, dict) else None
         if err is None:
-            out.append(
-                StreamError(UpstreamProtocolError(f"upstream sent non-SSE data: {excerpt(text)!r}"))
-            )
-        else:
-            out.append(StreamError(error_from_gemini(err)))
+            self.skip(text)  # a line that is neither SSE nor Google's error object
+            return
+        out.append(StreamError(error_from_gemini(err)))
         self.done = True
 
     def response(self, data: dict[str, Any], out: list[Event]) -> None:

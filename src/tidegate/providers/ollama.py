@@ -29,6 +29,7 @@ from tidegate.events import (
     arguments_object,
 )
 from tidegate.providers.base import (
+    SKIPPABLE,
     Provider,
     StreamParser,
     UpstreamCall,
@@ -150,7 +151,10 @@ class OllamaStreamParser(StreamParser):
     def feed(self, chunk: bytes) -> list[Event]:
         out: list[Event] = []
         for raw in self._decoder.decode(chunk):
-            self.line(loads_object(raw, "NDJSON line"), out)
+            try:
+                self.line(loads_object(raw, "NDJSON line"), out)
+            except SKIPPABLE:
+                self.skip(raw)
             if self.done:
                 break
         return out
@@ -159,7 +163,10 @@ class OllamaStreamParser(StreamParser):
         out: list[Event] = []
         for raw in self._decoder.flush():
             if not self.done:
-                self.line(loads_object(raw, "NDJSON line"), out)
+                try:
+                    self.line(loads_object(raw, "NDJSON line"), out)
+                except SKIPPABLE:
+                    self.skip(raw)
         return out
 
     def line(self, data: dict[str, Any], out: list[Event]) -> None:

@@ -34,6 +34,7 @@ from tidegate.events import (
     UsageUpdate,
 )
 from tidegate.providers.base import (
+    SKIPPABLE,
     PassthroughFilter,
     Provider,
     SSEStreamParser,
@@ -276,7 +277,10 @@ class OpenAIStreamParser(SSEStreamParser):
                 and not _FINISH_SET.search(data)
             ):
                 continue  # a text chunk: nothing a side parser needs
-            self._event(loads_object(data, "stream chunk"), out)
+            try:
+                self._event(loads_object(data, "stream chunk"), out)
+            except SKIPPABLE:
+                self.skip(data)
         return out
 
     def _event(self, obj: dict[str, Any], out: list[Event]) -> None:
