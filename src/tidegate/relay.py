@@ -47,9 +47,20 @@ MESSAGE_CHARS = 1000
 class StreamState:
     """What the relay has seen of one stream: usage, finish, sources, and a terminal error."""
 
-    __slots__ = ("error", "error_forwarded", "finish_reason", "skipped", "sources", "usage")
+    __slots__ = (
+        "error",
+        "error_forwarded",
+        "finish_reason",
+        "last_sent",
+        "passthrough",
+        "skipped",
+        "sources",
+        "usage",
+    )
 
     def __init__(self) -> None:
+        self.passthrough = False  # the client gets the upstream's own bytes
+        self.last_sent = b""  # in pass-through, the last bytes forwarded
         self.skipped = 0  # unreadable upstream events skipped (see StreamParser.skip)
         self.usage: Any = None
         self.finish_reason: str | None = None
@@ -173,7 +184,9 @@ async def _forward(
     if filt is not None:
         first = filt.feed(first)
     first = redactor.feed(first)
+    state.passthrough = passthrough
     if first:
+        state.last_sent = first
         await send({"type": "http.response.body", "body": first, "more_body": True})
     opened.dog.streaming()
     try:
@@ -202,7 +215,8 @@ async def _forward(
             ctx.request_id,
             parser.skipped,
             ctx.upstream,
-            "; ".join(repr(s[:200]) for s in parser.skipped_samples or ()),
+            # Redacted before it is shortened: a cut must not keep half a key.
+            "; ".join(repr(ctx.redactor.excerpt(s, 200)) for s in parser.skipped_samples or ()),
         )
     return passthrough and parser.done
 
@@ -300,8 +314,13 @@ async def _pump(
                 raise malformed(exc) from None
             state.observe(events)
             if passthrough:
-                if filt is not None:
-                    await _send_body(send, redact(filt.flush()))
+                rest = redact(filt.flush()) if filt is not None else b""
+                if rest:
+                    state.last_sent = rest
+                # The upstream's last event may lack its blank line (`data: [DONE]\n`, then
+                # close): complete it, so that the client's reader sees a whole event.
+                await _send_body(send, rest + _event_end(state.last_sent))
+                state.last_sent = b"\n\n"
                 if state.error is not None:
                     state.error_forwarded = True  # a trailing error object was forwarded as is
             elif events:
@@ -324,9 +343,22 @@ async def _pump(
                 chunk = filt.feed(chunk) + (filt.flush() if state.error is not None else b"")
             chunk = redact(chunk)
             if chunk:
+                state.last_sent = chunk
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         elif events:
             await _send_body(send, redact(encoder.encode(events)))
+
+
+def _event_end(sent: bytes) -> bytes:
+    """What completes the last event of `sent`: nothing, a line end, or a line end and a blank
+    line."""
+    if not sent or sent.endswith((b"\n\n", b"\r\n\r\n", b"\r\r")):
+        return b""
+    if sent.endswith(b"\r\n"):
+        return b"\r\n"
+    if sent.endswith((b"\n", b"\r")):
+        return sent[-1:]
+    return b"\n\n"
 
 
 async def _send_body(send: Send, body: bytes) -> None:

@@ -151,6 +151,22 @@ class SSEDecoder:
         self._event = b""
         return []
 
+    def finish(self) -> list[SSEEvent]:
+        """End of stream, leniently: a last line without its line end is still a line, and an
+        event without its closing blank line is still dispatched (upstreams that end with
+        `data: [DONE]\\n` and close mean that event)."""
+        events: list[SSEEvent] = []
+        if self._pending:
+            line = b"".join(self._pending)
+            self._pending = []
+            self._pending_size = 0
+            if self._at_start and line.startswith(_BOM):
+                line = line[3:]
+            self._line(line, events)
+        self._line(b"", events)
+        self._cr_pending = False
+        return events
+
     def take_stray(self) -> list[bytes]:
         """The stray lines collected so far (see `keep_stray`), forgetting them."""
         lines, self.stray_lines = self.stray_lines, []

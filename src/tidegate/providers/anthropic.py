@@ -43,7 +43,7 @@ from tidegate.providers.base import (
     status_for_error_type,
 )
 from tidegate.settings import ConfigProblem, HttpDeploymentSettings
-from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
+from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, SSEEvent
 
 API_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -285,9 +285,9 @@ class AnthropicStreamParser(SSEStreamParser):
         found = [i for i in (chunk.find(b"message_"), chunk.find(b"error")) if i >= 0]
         return min(found, default=-1)
 
-    def decode(self, chunk: bytes) -> list[Event]:
+    def handle(self, events: list[SSEEvent]) -> list[Event]:
         out: list[Event] = []
-        for sse in self._decoder.decode(chunk):
+        for sse in events:
             name = sse.event
             if name == "ping":
                 continue

@@ -40,7 +40,7 @@ from tidegate.providers.base import (
     loads_object,
 )
 from tidegate.settings import HttpDeploymentSettings
-from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
+from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, SSEEvent
 
 
 class AnythingLLMSettings(HttpDeploymentSettings):
@@ -180,8 +180,14 @@ class AnythingLLMStreamParser(StreamParser):
         self.done = False
 
     def feed(self, chunk: bytes) -> list[Event]:
+        return self._handle(self._decoder.decode(chunk))
+
+    def finish(self) -> list[Event]:
+        return self._handle(self._decoder.finish())
+
+    def _handle(self, events: list[SSEEvent]) -> list[Event]:
         out: list[Event] = []
-        for sse in self._decoder.decode(chunk):
+        for sse in events:
             if self.done:
                 break
             try:

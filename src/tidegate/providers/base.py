@@ -27,7 +27,7 @@ from tidegate.errors import (
 )
 from tidegate.events import ChatRequest, Completion, Event
 from tidegate.settings import DeploymentSettings, HttpDeploymentSettings
-from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, skip_plain_events
+from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, SSEEvent, skip_plain_events
 
 #: What a parser may raise on upstream data of the wrong shape or type (a string where a count
 #: belongs, a list where an object does): callers turn these into `UpstreamProtocolError`.
@@ -157,8 +157,16 @@ class SSEStreamParser(StreamParser):
         """Where in `chunk` the first event a side parser needs begins; -1 if none."""
 
     @abstractmethod
+    def handle(self, events: list[SSEEvent]) -> list[Event]:
+        """The canonical events of these SSE events."""
+
     def decode(self, chunk: bytes) -> list[Event]:
         """Decode every event of `chunk`."""
+        return self.handle(self._decoder.decode(chunk))
+
+    def finish(self) -> list[Event]:
+        """The body ended: a last event without its blank line still counts."""
+        return self.handle(self._decoder.finish())
 
     def feed(self, chunk: bytes) -> list[Event]:
         if self._side:

@@ -44,7 +44,7 @@ from tidegate.providers.base import (
     status_for_error_type,
 )
 from tidegate.settings import ConfigProblem, HttpDeploymentSettings
-from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
+from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, SSEEvent
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 EFFORT_BUDGETS = {"minimal": 512, "low": 2048, "medium": 8192, "high": 24576}
@@ -295,8 +295,11 @@ class GeminiStreamParser(StreamParser):
         return self.finished
 
     def feed(self, chunk: bytes) -> list[Event]:
+        return self._handle(self._decoder.decode(chunk))
+
+    def _handle(self, events: list[SSEEvent]) -> list[Event]:
         out: list[Event] = []
-        for sse in self._decoder.decode(chunk):
+        for sse in events:
             if self._side and self.started and '"error"' not in sse.data:
                 self._last = sse.data
                 continue
@@ -315,11 +318,16 @@ class GeminiStreamParser(StreamParser):
         return out
 
     def finish(self) -> list[Event]:
-        out: list[Event] = []
+        out = self._handle(self._decoder.finish())
+        if self.done:
+            return out
         if self._decoder.stray_lines:
             self._stray(out, final=True)
         if self._last is not None and not out:
-            self.response(loads_object(self._last, "stream chunk"), out)
+            try:
+                self.response(loads_object(self._last, "stream chunk"), out)
+            except SKIPPABLE:
+                self.skip(self._last)
             self._last = None
         # Closing the connection after a finish reason is how a Gemini stream ends.
         self.done = self.done or self.finished

@@ -44,7 +44,7 @@ from tidegate.providers.base import (
     status_for_error_type,
 )
 from tidegate.settings import DeploymentSettings, HttpDeploymentSettings
-from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
+from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, SSEEvent
 
 _FINISH_SET = re.compile(r'"finish_reason"\s*:\s*"')
 _REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
@@ -262,9 +262,9 @@ class OpenAIStreamParser(SSEStreamParser):
     def side_marker(self, chunk: bytes) -> int:
         return _side_marker(chunk)
 
-    def decode(self, chunk: bytes) -> list[Event]:
+    def handle(self, events: list[SSEEvent]) -> list[Event]:
         out: list[Event] = []
-        for sse in self._decoder.decode(chunk):
+        for sse in events:
             data = sse.data
             if data == "[DONE]":
                 self.done = True
