@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -101,7 +102,7 @@ class RequestContext:
             headers.append((b"x-tidegate-attempts", str(self.attempts).encode()))
             headers.append((b"x-tidegate-overhead-ms", f"{self.overhead_ms():.2f}".encode()))
         if self.dropped:
-            headers.append((b"x-tidegate-dropped-fields", ", ".join(self.dropped).encode()))
+            headers.append((b"x-tidegate-dropped-fields", _header_safe(", ".join(self.dropped))))
         return headers
 
     def log_fields(self) -> dict[str, Any]:
@@ -145,3 +146,29 @@ class RequestContext:
         if self.dropped:
             fields["dropped"] = self.dropped
         return fields
+
+
+# -- header values built from client data --------------------------------------------------------
+
+MAX_HEADER_VALUE = 1024
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _header_safe(text: str, limit: int = MAX_HEADER_VALUE) -> bytes:
+    """`text` (built from client data) as a header value that can never break the response:
+    only printable ASCII, any other character escaped as `\\xNN` / `\\uNNNN`, and at most
+    `limit` bytes, cut after the last whole ", "-separated item that fits and ending in "..."."""
+    if not (text.isascii() and text.isprintable()):
+        text = _UNPRINTABLE.sub(_escape, text)
+    if len(text) > limit:
+        head = text[: limit - 3]
+        cut = head.rfind(", ")
+        text = (head[: cut + 2] if cut > 0 else head) + "..."
+    return text.encode("ascii")

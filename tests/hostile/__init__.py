@@ -1,0 +1,1 @@
+"""Tests that act as a hostile client of a running gateway."""

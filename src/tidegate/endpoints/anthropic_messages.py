@@ -17,7 +17,7 @@ import orjson
 from tidegate.asgi import Request, Send
 from tidegate.context import RequestContext
 from tidegate.endpoints.chat import serve_chat
-from tidegate.errors import GatewayError, InvalidRequest, UpstreamError
+from tidegate.errors import GatewayError, UpstreamError
 from tidegate.events import (
     ChatRequest,
     Completion,
@@ -33,6 +33,7 @@ from tidegate.events import (
     UsageUpdate,
     arguments_object,
 )
+from tidegate.formats.anthropic import validate_request
 from tidegate.providers.anthropic import FINISH_TO_STOP, usage_to_anthropic
 from tidegate.relay import StreamState
 
@@ -73,13 +74,14 @@ _KNOWN_TYPES = set(ERROR_TYPES.values()) | {"api_error", "billing_error"}
 def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> Awaitable[None]:
     """Serve one Messages request, streamed or whole (validated here, served by the coroutine)."""
     body = request.json_object()
-    model = validate_body(body)
+    valid = validate_request(body)
+    model = valid.model
     return serve_chat(
         gw,
         ctx,
         send,
         model=model,
-        stream=bool(body.get("stream")),
+        stream=valid.stream,
         wire_format="anthropic",
         body=body,
         canonical=lambda: chat_request_from_anthropic(body),
@@ -88,37 +90,11 @@ def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> Aw
     )
 
 
-def validate_body(body: dict[str, Any]) -> str:
-    """Check the fields the gateway reads; return the model name."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("model: Field required (the name of a configured model)")
-    max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise InvalidRequest("max_tokens: Field required, a positive integer")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("messages: Field required, a non-empty array")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-            raise InvalidRequest(f"messages.{i}.role: must be 'user' or 'assistant'")
-        if not isinstance(m.get("content"), str | list):
-            raise InvalidRequest(f"messages.{i}.content: must be a string or an array of blocks")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise InvalidRequest("stream: must be a boolean")
-    system = body.get("system")
-    if system is not None and not isinstance(system, str | list):
-        raise InvalidRequest("system: must be a string or an array of text blocks")
-    temperature = body.get("temperature")
-    if temperature is not None and (
-        not isinstance(temperature, int | float) or not 0 <= temperature <= 1
-    ):
-        raise InvalidRequest("temperature: must be a number from 0 to 1")
-    return model
-
-
 def chat_request_from_anthropic(body: dict[str, Any]) -> ChatRequest:
-    """A Messages request as a canonical request (fields it cannot carry listed)."""
+    """A Messages request as a canonical request (fields it cannot carry listed).
+
+    `body` has passed `tidegate.formats.anthropic.validate_request`: every field read here has
+    the type the schema gives it."""
     dropped = sorted(k for k, v in body.items() if k not in CARRIED and v is not None)
     messages: list[Message] = []
     system = body.get("system")
@@ -187,13 +163,15 @@ def _messages_in(m: dict[str, Any], dropped: list[str]) -> list[Message]:
         if kind == "text":
             message.content.append(Part("text", text=str(block.get("text") or "")))
         elif kind == "image":
-            source = block.get("source") or {}
-            if source.get("type") == "url":
-                message.content.append(Part("image", url=source.get("url")))
-            else:
+            source = block["source"]
+            if source["type"] == "url":
+                message.content.append(Part("image", url=source["url"]))
+            elif source["type"] == "base64":
                 message.content.append(
-                    Part("image", media_type=source.get("media_type"), data=source.get("data"))
+                    Part("image", media_type=source["media_type"], data=source["data"])
                 )
+            else:
+                dropped.append(f"content[image.source.{source['type']}]")
         elif kind == "tool_use":
             args = orjson.dumps(block.get("input") or {}).decode()
             message.tool_calls.append(ToolCall(str(block.get("id")), str(block.get("name")), args))

@@ -17,7 +17,7 @@ import orjson
 from tidegate.asgi import Request, Send
 from tidegate.context import RequestContext
 from tidegate.endpoints.chat import serve_chat
-from tidegate.errors import GatewayError, InvalidRequest, NotFound
+from tidegate.errors import GatewayError, NotFound
 from tidegate.events import (
     ChatRequest,
     Completion,
@@ -31,6 +31,7 @@ from tidegate.events import (
     ToolCallDelta,
     arguments_object,
 )
+from tidegate.formats.gemini import validate_request
 from tidegate.providers.gemini import FINISH_TO_GEMINI, STATUS_NAMES, usage_to_gemini
 from tidegate.relay import StreamState
 
@@ -82,9 +83,7 @@ def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> Aw
     if not model or method not in ("generateContent", "streamGenerateContent"):
         raise NotFound(f"no route for {request.path}; use models/{{model}}:generateContent")
     body = request.json_object()
-    contents = _get(body, "contents")
-    if not isinstance(contents, list) or not contents:
-        raise InvalidRequest("contents: required, a non-empty array of contents")
+    validate_request(body)
     stream = method == "streamGenerateContent"
     sse = request.query.get("alt") == "sse"
     return serve_chat(
@@ -111,7 +110,11 @@ def _get(d: dict[str, Any], camel: str, default: Any = None) -> Any:
 
 
 def chat_request_from_gemini(body: dict[str, Any], model: str) -> ChatRequest:
-    """A Gemini request as a canonical request (fields it cannot carry listed)."""
+    """A Gemini request as a canonical request (fields it cannot carry listed).
+
+    `body` has passed `tidegate.formats.gemini.validate_request`: every field read here has
+    the type the schema gives it (by whichever spelling `_get` finds first, as the schema
+    does)."""
     dropped = sorted(k for k, v in body.items() if k not in CARRIED and v is not None)
     messages: list[Message] = []
     system = _get(body, "systemInstruction")
@@ -130,7 +133,7 @@ def chat_request_from_gemini(body: dict[str, Any], model: str) -> ChatRequest:
             response = _get(part, "functionResponse")
             inline = _get(part, "inlineData")
             file = _get(part, "fileData")
-            if "text" in part:
+            if part.get("text") is not None:
                 if part.get("thought"):
                     reasoning.append(str(part["text"]))
                 else:
@@ -195,7 +198,7 @@ def chat_request_from_gemini(body: dict[str, Any], model: str) -> ChatRequest:
         max_tokens=_get(config, "maxOutputTokens"),
         temperature=config.get("temperature"),
         top_p=_get(config, "topP"),
-        top_k=_get(config, "topK"),
+        top_k=_whole(_get(config, "topK")),
         stop=[str(s) for s in stop],
         tools=tools,
         tool_choice=choice,
@@ -204,6 +207,11 @@ def chat_request_from_gemini(body: dict[str, Any], model: str) -> ChatRequest:
         reasoning_budget=budget if isinstance(budget, int) and budget > 0 else None,
         dropped=sorted(set(dropped)),
     )
+
+
+def _whole(value: float | None) -> int | None:
+    """topK as an integer: python-genai sends it as a float (40.0)."""
+    return None if value is None else int(value)
 
 
 def _result_text(response: Any) -> str:

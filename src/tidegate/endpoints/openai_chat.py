@@ -19,7 +19,7 @@ import orjson
 from tidegate.asgi import Request, Send, send_bytes
 from tidegate.context import RequestContext
 from tidegate.endpoints.chat import serve_chat
-from tidegate.errors import GatewayError, InvalidRequest
+from tidegate.errors import GatewayError
 from tidegate.events import (
     ChatRequest,
     Completion,
@@ -34,12 +34,12 @@ from tidegate.events import (
     ToolCallDelta,
     Usage,
 )
+from tidegate.formats.openai_chat import validate_request
 from tidegate.relay import StreamState
 
 if TYPE_CHECKING:
     from tidegate.app import Gateway
 
-ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # Request fields the canonical request carries; any other non-null field is reported as
 # dropped when the request is translated for an upstream of another format.
 CARRIED = frozenset(
@@ -67,14 +67,16 @@ CARRIED = frozenset(
 def handle_chat(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> Awaitable[None]:
     """Serve one chat completion, streamed or whole (validated here, served by the coroutine)."""
     body = request.json_object()
-    model = validate_body(body)
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    valid = validate_request(body)
+    model = valid.model
+    options = valid.stream_options
+    include_usage = bool(options is not None and options.include_usage)
     return serve_chat(
         gw,
         ctx,
         send,
         model=model,
-        stream=bool(body.get("stream")),
+        stream=bool(valid.stream),
         wire_format="openai",
         body=body,
         canonical=lambda: chat_request_from_openai(body),
@@ -99,44 +101,11 @@ async def handle_models(gw: Gateway, ctx: RequestContext, request: Request, send
 # Request
 
 
-def validate_body(body: dict[str, Any]) -> str:
-    """Check the fields the gateway reads; return the model name."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required: the name of a configured model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' is required: a non-empty array of messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise InvalidRequest(f"messages[{i}] must be an object")
-        if m.get("role") not in ROLES:
-            raise InvalidRequest(f"messages[{i}].role must be one of {', '.join(ROLES)}")
-        content = m.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise InvalidRequest(f"messages[{i}].content must be a string or an array of parts")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise InvalidRequest("'stream' must be true or false")
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise InvalidRequest("'stream_options' must be an object")
-    for name in ("max_tokens", "max_completion_tokens", "n"):
-        value = body.get(name)
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value < 1
-        ):
-            raise InvalidRequest(f"'{name}' must be a positive integer")
-    for name, high in (("temperature", 2.0), ("top_p", 1.0)):
-        value = body.get(name)
-        if value is not None and (
-            not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= high
-        ):
-            raise InvalidRequest(f"'{name}' must be a number from 0 to {high:g}")
-    return model
-
-
 def chat_request_from_openai(body: dict[str, Any]) -> ChatRequest:
-    """An OpenAI chat request as a canonical request (fields it cannot carry listed)."""
+    """An OpenAI chat request as a canonical request (fields it cannot carry listed).
+
+    `body` has passed `tidegate.formats.openai_chat.validate_request`: every field read here
+    has the type the schema gives it."""
     stop = body.get("stop")
     fmt = body.get("response_format") or {}
     choice = body.get("tool_choice")

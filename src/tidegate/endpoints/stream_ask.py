@@ -10,12 +10,12 @@ always last `event: final_end` with the finish reason, usage and sources.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from email.parser import BytesParser
-from email.policy import HTTP
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from tidegate.asgi import Request, Send
 from tidegate.context import RequestContext
@@ -29,6 +29,7 @@ from tidegate.events import (
     Sources,
     TextDelta,
 )
+from tidegate.formats.stream_ask import validate_request
 from tidegate.providers.base import Provider, UpstreamCall
 from tidegate.relay import StreamState, relay_stream
 from tidegate.sse import encode_event
@@ -37,22 +38,22 @@ if TYPE_CHECKING:
     from tidegate.app import Gateway
 
 MAX_QUESTION_CHARS = 200_000
-MODES = ("chat", "query", "automatic")
+# A form carries four fields; bounding their number bounds the CPU a hostile form can cost
+# (parsing is synchronous, on the event loop).
+MAX_FORM_FIELDS = 64
 
 
 def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> Awaitable[None]:
     """Validate the question, then stream the answer from the chosen model."""
-    fields = read_fields(request)
-    question = fields.get("question")
-    if not isinstance(question, str) or not question.strip():
+    fields = validate_request(read_fields(request))
+    question = fields.question
+    if not question.strip():
         raise InvalidRequest("'question' is required: a non-empty string")
     if len(question) > MAX_QUESTION_CHARS:
         raise InvalidRequest(f"'question' is longer than {MAX_QUESTION_CHARS} characters")
-    model = _optional_str(fields, "model") or gw.stream_ask_model
-    session_id = _optional_str(fields, "session_id")
-    mode = _optional_str(fields, "mode")
-    if mode is not None and mode not in MODES:
-        raise InvalidRequest(f"'mode' must be one of {', '.join(MODES)}; got {mode!r}")
+    model = fields.model or gw.stream_ask_model
+    session_id = fields.session_id or None
+    mode = fields.mode or None
     gw.router.group(model)  # 404 before anything else
     chat = ChatRequest(
         model=model,
@@ -78,37 +79,118 @@ def read_fields(request: Request) -> dict[str, Any]:
             text = request.body.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidRequest("form body is not valid UTF-8") from None
-        return dict(parse_qsl(text, keep_blank_values=True))
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        except ValueError:
+            raise InvalidRequest(f"form has more than {MAX_FORM_FIELDS} fields") from None
+        return dict(pairs)
     if kind == "multipart/form-data":
-        return _multipart_fields(request)
+        return multipart_fields(request.header(b"content-type"), request.body)
     if kind not in ("", "application/json", "text/plain") and not kind.endswith("+json"):
         raise InvalidRequest(f"unsupported content type {kind!r}; send application/json or a form")
     return request.json_object()
 
 
-def _multipart_fields(request: Request) -> dict[str, Any]:
-    header = f"Content-Type: {request.header(b'content-type')}\r\n\r\n".encode("latin-1")
-    message = BytesParser(policy=HTTP).parsebytes(header + request.body)
-    if not message.is_multipart():
-        raise InvalidRequest("multipart body could not be parsed (check the boundary)")
-    fields: dict[str, Any] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str) or part.get_filename():
-            continue
-        payload = part.get_payload(decode=True)
-        if isinstance(payload, bytes):
-            fields[name] = payload.decode(part.get_content_charset() or "utf-8", "replace")
-    return fields
+def multipart_fields(content_type: str, body: bytes) -> dict[str, str]:
+    """The text fields of a multipart/form-data body (file parts are skipped; a repeated name
+    keeps its last value). At most `MAX_FORM_FIELDS` parts; a part that is itself multipart
+    is refused rather than parsed. A field is at most the body, which the gateway has already
+    bounded by `limits.max_body_bytes`."""
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise InvalidRequest("multipart body has no boundary in its Content-Type")
+    form = _Form()
+    try:
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": form.part_begin,
+                "on_header_field": form.header_field,
+                "on_header_value": form.header_value,
+                "on_header_end": form.header_end,
+                "on_headers_finished": form.headers_finished,
+                "on_part_data": form.part_data,
+                "on_part_end": form.part_end,
+                "on_end": form.end,
+            },
+        )
+        parser.write(body)
+    except FormParserError:
+        raise InvalidRequest("multipart body could not be parsed (check the boundary)") from None
+    if not form.complete:
+        raise InvalidRequest("multipart body ended before its closing boundary")
+    return form.fields
 
 
-def _optional_str(fields: dict[str, Any], name: str) -> str | None:
-    value = fields.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise InvalidRequest(f"'{name}' must be a string")
-    return value
+class _Form:
+    """The callbacks of one multipart parse: collects text fields, refuses what is unbounded."""
+
+    __slots__ = (
+        "_charset",
+        "_chunks",
+        "_field",
+        "_headers",
+        "_name",
+        "_parts",
+        "_value",
+        "complete",
+        "fields",
+    )
+
+    def __init__(self) -> None:
+        self.fields: dict[str, str] = {}
+        self.complete = False
+        self._parts = 0
+        self._headers: dict[bytes, bytes] = {}
+        self._field = self._value = b""
+        self._name: str | None = None
+        self._charset = "utf-8"
+        self._chunks: list[bytes] = []
+
+    def part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > MAX_FORM_FIELDS:
+            raise InvalidRequest(f"multipart body has more than {MAX_FORM_FIELDS} parts")
+        self._headers = {}
+        self._chunks = []
+
+    def header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def header_end(self) -> None:
+        self._headers[self._field.lower()] = self._value
+        self._field = self._value = b""
+
+    def headers_finished(self) -> None:
+        kind, options = parse_options_header(self._headers.get(b"content-type"))
+        if kind.startswith(b"multipart/"):
+            raise InvalidRequest("multipart body has a nested multipart part; send plain fields")
+        _, disposition = parse_options_header(self._headers.get(b"content-disposition"))
+        name = disposition.get(b"name")
+        is_file = b"filename" in disposition
+        self._name = None if name is None or is_file else name.decode("utf-8", "replace")
+        self._charset = options.get(b"charset", b"utf-8").decode("latin-1")
+
+    def part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._name is not None:
+            self._chunks.append(data[start:end])
+
+    def part_end(self) -> None:
+        if self._name is None:
+            return
+        try:
+            self.fields[self._name] = b"".join(self._chunks).decode(self._charset, "replace")
+        except (LookupError, ValueError):
+            raise InvalidRequest(
+                f"multipart field {self._name!r} has an unknown charset {self._charset!r}"
+            ) from None
+
+    def end(self) -> None:
+        self.complete = True
 
 
 def render_error(err: GatewayError) -> bytes:
