@@ -139,7 +139,6 @@ def test_chaos(gw: GatewayProcess, fake: FakeUpstream, capsys: pytest.CaptureFix
     assert outcomes["hung"] == 0
     assert outcomes["broken"] == 0
     assert outcomes["complete"] > 0
-    assert sum(injected.values()) > STREAMS  # failed attempts were retried elsewhere
     assert sum(outcomes.values()) == STREAMS
 
     # Every request reached one recorded outcome.
@@ -151,6 +150,9 @@ def test_chaos(gw: GatewayProcess, fake: FakeUpstream, capsys: pytest.CaptureFix
         records = {r["request_id"]: r for r in gw.access_records() if r["model"] == "chaos"}
     assert set(ids) <= set(records)
     assert all(records[i]["status"] in (200, 429, 502, 503, 504) for i in ids)
+    # Failed attempts were retried elsewhere (the gateway's count: the fake records a request
+    # only once it has read its body, which a cancelled attempt may never send).
+    assert sum(records[i].get("attempts", 0) for i in ids) > STREAMS
 
     # No leaks: slots, tasks and sockets return to where they were.
     deadline = time.monotonic() + 5

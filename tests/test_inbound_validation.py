@@ -268,3 +268,37 @@ def test_valid_bodies_of_every_shape_are_served(
 ) -> None:
     response = post(gateway, endpoint, model, body)
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "needle"),
+    [
+        (
+            "/v1/chat/completions",
+            {"model": "openai-ok", "messages": [{"role": "user", "content": "x"}] * 5000},
+            "'messages' must have at most 4096 items",
+        ),
+        (
+            "/v1/messages",
+            {
+                "model": "openai-ok",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "x"}] * 5000,
+            },
+            "messages: must have at most 4096 items",
+        ),
+        (
+            "/v1beta/models/openai-ok:generateContent",
+            {"contents": [{"role": "user", "parts": [{"text": "x"}]}] * 5000},
+            "contents: must have at most 4096 items",
+        ),
+    ],
+)
+def test_arrays_are_bounded_so_validation_stays_cheap(
+    gateway: GatewayProcess, path: str, body: dict[str, Any], needle: str
+) -> None:
+    """A body of hundreds of thousands of tiny items would cost the loop seconds to validate:
+    arrays have bounds far above what a conversation needs."""
+    response = httpx.post(gateway.url + path, headers=AUTH, json=body, timeout=20)
+    assert response.status_code == 400
+    assert needle in response.text, response.text

@@ -11,7 +11,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, Tag
 
-from tidegate.formats.common import Inbound, Schema, by_kind, by_type, colon_wording
+from tidegate.formats.common import (
+    MAX_MESSAGES,
+    MAX_PARTS,
+    MAX_STOP,
+    MAX_TOOLS,
+    Inbound,
+    Schema,
+    by_kind,
+    by_type,
+    colon_wording,
+)
 
 INT32_MAX = 2**31 - 1
 
@@ -85,7 +95,8 @@ ResultBlock = Annotated[
     by_type(frozenset({"text", "image"}), "a content block object"),
 ]
 ResultContent = Annotated[
-    Annotated[str, Tag("<string>")] | Annotated[list[ResultBlock], Tag("<array>")],
+    Annotated[str, Tag("<string>")]
+    | Annotated[list[ResultBlock], Tag("<array>"), Field(max_length=MAX_PARTS)],
     by_kind("a string or an array of content blocks"),
 ]
 
@@ -120,11 +131,13 @@ ContentBlock = Annotated[
     ),
 ]
 Content = Annotated[
-    Annotated[str, Tag("<string>")] | Annotated[list[ContentBlock], Tag("<array>")],
+    Annotated[str, Tag("<string>")]
+    | Annotated[list[ContentBlock], Tag("<array>"), Field(max_length=MAX_PARTS)],
     by_kind("a string or an array of content blocks"),
 ]
 System = Annotated[
-    Annotated[str, Tag("<string>")] | Annotated[list[TextBlock], Tag("<array>")],
+    Annotated[str, Tag("<string>")]
+    | Annotated[list[TextBlock], Tag("<array>"), Field(max_length=MAX_PARTS)],
     by_kind("a string or an array of text blocks"),
 ]
 
@@ -171,14 +184,14 @@ class MessagesRequest(Inbound):
 
     model: Annotated[str, Field(min_length=1)]
     max_tokens: Annotated[int, Field(ge=1)]
-    messages: Annotated[list[Message], Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
     system: System | None = None
     stream: bool = False
     temperature: Annotated[float, Field(ge=0, le=1)] | None = None
     top_p: float | None = None
     top_k: int | None = None
-    stop_sequences: list[str] | None = None
-    tools: list[Tool] | None = None
+    stop_sequences: Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
     metadata: Metadata | None = None

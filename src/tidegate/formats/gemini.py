@@ -15,7 +15,15 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, AliasGenerator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from tidegate.formats.common import Inbound, Schema, colon_wording
+from tidegate.formats.common import (
+    MAX_MESSAGES,
+    MAX_PARTS,
+    MAX_STOP,
+    MAX_TOOLS,
+    Inbound,
+    Schema,
+    colon_wording,
+)
 
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 Int32Number = Annotated[float, Field(ge=-(2**31), le=2**31 - 1)]
@@ -76,7 +84,7 @@ class Content(GeminiModel):
     """One turn: `role` is `user` or `model`."""
 
     role: str | None = None
-    parts: list[Part] | None = None
+    parts: Annotated[list[Part], Field(max_length=MAX_PARTS)] | None = None
 
 
 class FunctionDeclaration(GeminiModel):
@@ -91,7 +99,9 @@ class FunctionDeclaration(GeminiModel):
 class Tool(GeminiModel):
     """A tool: function declarations (or another kind, such as search, passed through)."""
 
-    function_declarations: list[FunctionDeclaration] | None = None
+    function_declarations: (
+        Annotated[list[FunctionDeclaration], Field(max_length=MAX_TOOLS)] | None
+    ) = None
 
 
 class FunctionCallingConfig(GeminiModel):
@@ -122,7 +132,7 @@ class GenerationConfig(GeminiModel):
     top_k: Int32Number | None = None
     max_output_tokens: Int32 | None = None
     candidate_count: Int32 | None = None
-    stop_sequences: list[str] | None = None
+    stop_sequences: Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
     response_mime_type: str | None = None
     response_schema: dict[str, Any] | None = None
     response_json_schema: Any = None
@@ -132,9 +142,9 @@ class GenerationConfig(GeminiModel):
 class GenerateContentRequest(GeminiModel):
     """A generateContent request, as much of it as the gateway reads."""
 
-    contents: Annotated[list[Content], Field(min_length=1)]
+    contents: Annotated[list[Content], Field(min_length=1, max_length=MAX_MESSAGES)]
     system_instruction: Content | None = None
-    tools: list[Tool] | None = None
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
     tool_config: ToolConfig | None = None
     generation_config: GenerationConfig | None = None
 

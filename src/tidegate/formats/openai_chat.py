@@ -11,7 +11,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, Tag
 
-from tidegate.formats.common import Inbound, Schema, by_kind, by_type, quoted_wording
+from tidegate.formats.common import (
+    MAX_MESSAGES,
+    MAX_PARTS,
+    MAX_STOP,
+    MAX_TOOLS,
+    Inbound,
+    Schema,
+    by_kind,
+    by_type,
+    quoted_wording,
+)
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -51,7 +61,8 @@ ContentPart = Annotated[
     by_type(frozenset({"text", "image_url"}), "a content part object"),
 ]
 Content = Annotated[
-    Annotated[str, Tag("<string>")] | Annotated[list[ContentPart], Tag("<array>")],
+    Annotated[str, Tag("<string>")]
+    | Annotated[list[ContentPart], Tag("<array>"), Field(max_length=MAX_PARTS)],
     by_kind("a string or an array of content parts"),
 ]
 
@@ -77,7 +88,7 @@ class Message(Inbound):
     role: Role
     content: Content | None = None
     name: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOLS)] | None = None
     tool_call_id: str | None = None
     reasoning_content: str | None = None
 
@@ -122,7 +133,8 @@ ToolChoice = Annotated[
     by_kind("'none', 'auto', 'required' or an object naming a function"),
 ]
 Stop = Annotated[
-    Annotated[str, Tag("<string>")] | Annotated[list[str], Tag("<array>")],
+    Annotated[str, Tag("<string>")]
+    | Annotated[list[str], Tag("<array>"), Field(max_length=MAX_STOP)],
     by_kind("a string or an array of strings"),
 ]
 
@@ -147,7 +159,7 @@ class ChatCompletionRequest(Inbound):
     """A chat completion request, as much of it as the gateway reads."""
 
     model: Annotated[str, Field(min_length=1)]
-    messages: Annotated[list[Message], Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     max_tokens: PositiveInt | None = None
@@ -156,7 +168,7 @@ class ChatCompletionRequest(Inbound):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     stop: Stop | None = None
-    tools: list[ToolDefinition] | None = None
+    tools: Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: ToolChoice | None = None
     response_format: ResponseFormat | None = None
     reasoning_effort: str | None = None
