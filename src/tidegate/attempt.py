@@ -24,13 +24,9 @@ from tidegate.context import RequestContext
 from tidegate.deployments import Deployment
 from tidegate.errors import GatewayError, UpstreamError, UpstreamProtocolError, as_gateway_error
 from tidegate.events import Event, StreamError
-from tidegate.providers.base import (
-    PARSE_ERRORS,
-    StreamParser,
-    UpstreamCall,
-    UpstreamResponse,
-    malformed,
-)
+from tidegate.formats.base import PARSE_ERRORS, StreamParser, malformed
+from tidegate.providers.base import UpstreamCall
+from tidegate.providers.http import UpstreamResponse
 from tidegate.watchdog import Watchdog
 
 #: The most of an upstream error body that is read.

@@ -34,7 +34,8 @@ from tidegate.errors import (
     UpstreamUnavailable,
 )
 from tidegate.events import Completion
-from tidegate.providers.base import PARSE_ERRORS, Provider, UpstreamCall, malformed
+from tidegate.formats.base import PARSE_ERRORS, malformed
+from tidegate.providers.base import Provider, UpstreamCall
 from tidegate.settings import RoutingConfig
 
 #: Build the upstream call for a provider: (call, pass-through?).

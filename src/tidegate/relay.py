@@ -20,21 +20,23 @@ whatever happens, including cancellation when the client goes away.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Any
 
 from tidegate.attempt import READ_SLICE, Attempt
 from tidegate.context import RequestContext
 from tidegate.deployments import Router
 from tidegate.errors import GatewayError, UpstreamProtocolError, as_gateway_error
-from tidegate.events import Completion, Event, Finish, Sources, StreamError, UsageUpdate
+from tidegate.events import Completion
 from tidegate.failover import Prepare, complete, open_stream
-from tidegate.logs import log
-from tidegate.providers.base import (
+from tidegate.formats.base import (
     PARSE_ERRORS,
     PassthroughFilter,
+    StreamEncoder,
+    StreamState,
     malformed,
-    upstream_error_from_exception,
 )
+from tidegate.logs import log
+from tidegate.providers.http import upstream_error_from_exception
 from tidegate.redact import StreamRedactor
 from tidegate.settings import Config, RoutingConfig
 
@@ -42,62 +44,6 @@ Send = Any  # the ASGI send callable
 
 #: The longest error message a client sees (redacted first, then shortened to this).
 MESSAGE_CHARS = 1000
-
-
-class StreamState:
-    """What the relay has seen of one stream: usage, finish, sources, and a terminal error."""
-
-    __slots__ = (
-        "error",
-        "error_forwarded",
-        "finish_reason",
-        "last_sent",
-        "passthrough",
-        "skipped",
-        "sources",
-        "usage",
-    )
-
-    def __init__(self) -> None:
-        self.passthrough = False  # the client gets the upstream's own bytes
-        self.last_sent = b""  # in pass-through, the last bytes forwarded
-        self.skipped = 0  # unreadable upstream events skipped (see StreamParser.skip)
-        self.usage: Any = None
-        self.finish_reason: str | None = None
-        self.sources: list[dict[str, Any]] = []
-        self.error: GatewayError | None = None
-        self.error_forwarded = False
-
-    def observe(self, events: list[Event]) -> None:
-        """Record the events that matter to the outcome."""
-        for event in events:
-            if isinstance(event, UsageUpdate):
-                self.usage = event.usage
-            elif isinstance(event, Finish):
-                self.finish_reason = event.reason
-            elif isinstance(event, Sources):
-                self.sources = event.items
-            elif isinstance(event, StreamError) and self.error is None:
-                self.error = as_gateway_error(event.error)
-
-
-class StreamEncoder(Protocol):
-    """An endpoint's streaming wire format."""
-
-    content_type: bytes
-
-    @property
-    def ping(self) -> bytes:
-        """A keep-alive the endpoint's clients ignore (empty: send none)."""
-
-    def encode(self, events: list[Event]) -> bytes:
-        """Canonical events as wire bytes (possibly empty)."""
-
-    def error(self, err: GatewayError) -> bytes:
-        """An in-band error after the stream has begun."""
-
-    def end(self, state: StreamState) -> bytes:
-        """The stream's final bytes (final event, terminator)."""
 
 
 def stream_headers(content_type: bytes) -> list[tuple[bytes, bytes]]:

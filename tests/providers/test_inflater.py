@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from tidegate.errors import UpstreamProtocolError
-from tidegate.providers.base import INFLATE_STEP, Inflater
+from tidegate.providers.http import INFLATE_STEP, Inflater
 
 
 def drain(inflater: Inflater, data: bytes) -> list[bytes]:

@@ -6,7 +6,7 @@ import pytest
 
 from tidegate.config import parse_config
 from tidegate.providers import provider_class
-from tidegate.providers.base import join_url
+from tidegate.providers.http import join_url
 
 
 @pytest.mark.parametrize(

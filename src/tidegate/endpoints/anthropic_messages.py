@@ -34,8 +34,8 @@ from tidegate.events import (
     arguments_object,
 )
 from tidegate.formats.anthropic import validate_request
+from tidegate.formats.base import StreamState
 from tidegate.providers.anthropic import FINISH_TO_STOP, usage_to_anthropic
-from tidegate.relay import StreamState
 
 if TYPE_CHECKING:
     from tidegate.app import Gateway

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from tidegate.asgi import Send, send_bytes
 from tidegate.context import RequestContext
 from tidegate.events import ChatRequest, Completion
+from tidegate.formats.base import StreamEncoder
 from tidegate.providers.base import Provider, UpstreamCall
-from tidegate.relay import StreamEncoder, relay_complete, relay_stream
+from tidegate.relay import relay_complete, relay_stream
 
 if TYPE_CHECKING:
     from tidegate.app import Gateway

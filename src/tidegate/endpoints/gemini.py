@@ -31,9 +31,9 @@ from tidegate.events import (
     ToolCallDelta,
     arguments_object,
 )
+from tidegate.formats.base import StreamState
 from tidegate.formats.gemini import validate_request
 from tidegate.providers.gemini import FINISH_TO_GEMINI, STATUS_NAMES, usage_to_gemini
-from tidegate.relay import StreamState
 
 if TYPE_CHECKING:
     from tidegate.app import Gateway

@@ -34,8 +34,8 @@ from tidegate.events import (
     ToolCallDelta,
     Usage,
 )
+from tidegate.formats.base import StreamState
 from tidegate.formats.openai_chat import validate_request
-from tidegate.relay import StreamState
 
 if TYPE_CHECKING:
     from tidegate.app import Gateway

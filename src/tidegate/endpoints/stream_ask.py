@@ -29,9 +29,10 @@ from tidegate.events import (
     Sources,
     TextDelta,
 )
+from tidegate.formats.base import StreamState
 from tidegate.formats.stream_ask import validate_request
 from tidegate.providers.base import Provider, UpstreamCall
-from tidegate.relay import StreamState, relay_stream
+from tidegate.relay import relay_stream
 from tidegate.sse import encode_event
 
 if TYPE_CHECKING:

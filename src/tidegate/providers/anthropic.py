@@ -33,15 +33,14 @@ from tidegate.events import (
     UsageUpdate,
     arguments_object,
 )
-from tidegate.providers.base import (
+from tidegate.formats.base import (
     SKIPPABLE,
-    Provider,
     SSEStreamParser,
     StreamParser,
-    UpstreamCall,
     loads_object,
     status_for_error_type,
 )
+from tidegate.providers.base import Provider, UpstreamCall
 from tidegate.settings import ConfigProblem, HttpDeploymentSettings
 from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, SSEEvent
 

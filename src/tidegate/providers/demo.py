@@ -17,7 +17,9 @@ import orjson
 from pydantic import Field
 
 from tidegate.events import Completion, Usage
-from tidegate.providers.base import StreamParser, UpstreamCall, UpstreamResponse
+from tidegate.formats.base import StreamParser
+from tidegate.providers.base import UpstreamCall
+from tidegate.providers.http import UpstreamResponse
 from tidegate.providers.openai import OpenAIProvider, OpenAIStreamParser, completion_from_openai
 from tidegate.settings import DeploymentSettings
 

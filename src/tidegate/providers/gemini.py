@@ -35,14 +35,8 @@ from tidegate.events import (
     UsageUpdate,
     arguments_object,
 )
-from tidegate.providers.base import (
-    SKIPPABLE,
-    Provider,
-    StreamParser,
-    UpstreamCall,
-    loads_object,
-    status_for_error_type,
-)
+from tidegate.formats.base import SKIPPABLE, StreamParser, loads_object, status_for_error_type
+from tidegate.providers.base import Provider, UpstreamCall
 from tidegate.settings import ConfigProblem, HttpDeploymentSettings
 from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, SSEEvent
 

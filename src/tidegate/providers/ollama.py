@@ -28,13 +28,8 @@ from tidegate.events import (
     UsageUpdate,
     arguments_object,
 )
-from tidegate.providers.base import (
-    SKIPPABLE,
-    Provider,
-    StreamParser,
-    UpstreamCall,
-    loads_object,
-)
+from tidegate.formats.base import SKIPPABLE, StreamParser, loads_object
+from tidegate.providers.base import Provider, UpstreamCall
 from tidegate.settings import HttpDeploymentSettings
 from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, NDJSONDecoder
 

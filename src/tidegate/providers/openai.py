@@ -33,16 +33,15 @@ from tidegate.events import (
     Usage,
     UsageUpdate,
 )
-from tidegate.providers.base import (
+from tidegate.formats.base import (
     SKIPPABLE,
     PassthroughFilter,
-    Provider,
     SSEStreamParser,
     StreamParser,
-    UpstreamCall,
     loads_object,
     status_for_error_type,
 )
+from tidegate.providers.base import Provider, UpstreamCall
 from tidegate.settings import DeploymentSettings, HttpDeploymentSettings
 from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, SSEEvent
 

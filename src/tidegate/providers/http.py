@@ -1,0 +1,250 @@
+"""HTTP plumbing of upstream calls: the response interface, aiohttp behind it, bounded
+inflation, URL joining, and the one mapping from client-library errors to the error tree.
+
+Providers talk to upstreams only through `UpstreamResponse`, so the client library can be
+replaced (see the performance issue) without touching a codec or the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from tidegate.errors import (
+    UpstreamError,
+    UpstreamNetworkError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+
+#: Most bytes one read of a compressed body may inflate to.
+INFLATE_STEP = 256 * 1024
+
+
+class UpstreamResponse(ABC):
+    """An open upstream response: a status, then the body read chunk by chunk."""
+
+    status: int
+    content_type: str
+    retry_after: float | None = None
+
+    @abstractmethod
+    async def read_chunk(self) -> bytes:
+        """The next bytes as they arrived; `b""` at the end of the body."""
+
+    def reader(self) -> Callable[[], Awaitable[bytes]]:
+        """`read_chunk`, or a faster equivalent whose client-library errors the caller maps
+        with `upstream_error_from_exception` (used by the relay's per-chunk loop)."""
+        return self.read_chunk
+
+    @abstractmethod
+    async def read_body(self, limit: int) -> bytes:
+        """The whole remaining body, at most `limit` bytes (the rest is not read)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection: back to the pool when the body was read, else closed."""
+
+
+class HttpUpstreamResponse(UpstreamResponse):
+    """An aiohttp response behind the `UpstreamResponse` interface.
+
+    A gzip or deflate body is inflated here, at most `INFLATE_STEP` bytes per read; any other
+    content encoding is refused.
+    """
+
+    __slots__ = ("_inflater", "_response", "content_type", "retry_after", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse):
+        self._response = response
+        self.status = response.status
+        self.content_type = response.headers.get("Content-Type", "")
+        self.retry_after = parse_retry_after(response.headers)
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        self._inflater = Inflater(encoding) if encoding not in ("", "identity") else None
+
+    async def read_chunk(self) -> bytes:
+        try:
+            if self._inflater is None:
+                return await self._response.content.readany()
+            return await self._read_inflated()
+        except aiohttp.ClientError as exc:
+            raise upstream_error_from_exception(exc, 0) from exc
+
+    async def _read_inflated(self) -> bytes:
+        inflater = self._inflater
+        assert inflater is not None
+        while True:
+            out = inflater.more()
+            if out:
+                await asyncio.sleep(0)  # one bounded step per turn of the loop, not a burst
+                return out
+            data = await self._response.content.readany()
+            if not data:
+                return inflater.finish()
+            out = inflater.feed(data)
+            if out:
+                return out
+
+    def reader(self) -> Callable[[], Awaitable[bytes]]:
+        if self._inflater is not None:
+            return self.read_chunk
+        # aiohttp's own method, without a wrapping coroutine per chunk.
+        return self._response.content.readany
+
+    async def read_body(self, limit: int) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await self.read_chunk()
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+        return b"".join(parts)[:limit]
+
+    def close(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+class Inflater:
+    """Decodes a gzip or deflate body incrementally, never more than `INFLATE_STEP` at a time.
+
+    Input the step could not take waits as the decompressor's unconsumed tail and is drained by
+    `more()` before more input is read, so one read of a compression bomb costs one bounded step.
+    """
+
+    __slots__ = ("_decoder", "_raw_fallback")
+
+    def __init__(self, encoding: str):
+        if encoding in ("gzip", "x-gzip"):
+            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._raw_fallback = False
+        elif encoding == "deflate":
+            self._decoder = zlib.decompressobj(zlib.MAX_WBITS)
+            self._raw_fallback = True  # servers send raw deflate as often as zlib-wrapped
+        else:
+            raise UpstreamProtocolError(
+                f"upstream used content encoding {encoding[:40]!r}, which tidegate does not decode"
+            )
+
+    def feed(self, data: bytes) -> bytes:
+        """Inflate the start of `data` (the rest waits for `more()`)."""
+        try:
+            return self._decoder.decompress(data, INFLATE_STEP)
+        except zlib.error:
+            if not self._raw_fallback:
+                raise UpstreamProtocolError("upstream sent a corrupt compressed body") from None
+            self._raw_fallback = False
+            self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self.feed(data)
+
+    def more(self) -> bytes:
+        """Inflate the next step of input already fed; `b""` when none is waiting."""
+        tail = self._decoder.unconsumed_tail
+        if not tail:
+            return b""
+        self._raw_fallback = False
+        return self.feed(tail)
+
+    def finish(self) -> bytes:
+        """The end of the body: whatever the decoder still holds (bounded like a step)."""
+        try:
+            return self._decoder.flush(INFLATE_STEP)
+        except zlib.error:
+            raise UpstreamProtocolError("upstream sent a truncated compressed body") from None
+
+
+def join_url(base: str, path: str) -> str:
+    """`base` followed by the part of `path` it does not already end with.
+
+    A base URL may be given with or without the start of the API path (`https://host`,
+    `https://host/v1`, `https://host/v1/messages` all mean the same for `/v1/messages`): the
+    longest leading run of whole path segments that `base` ends with is not repeated.
+    """
+    base = base.rstrip("/")
+    if not path:
+        return base
+    cut = len(path)
+    while cut > 0:
+        if base.endswith(path[:cut]):
+            return base + path[cut:]
+        cut = path.rfind("/", 0, cut)
+    return base + path
+
+
+def upstream_error_from_exception(
+    exc: BaseException, connect_timeout: float = 0, model: str | None = None
+) -> BaseException:
+    """The one mapping from client-library exceptions to the gateway's error tree.
+
+    Cancellation and errors already in the tree pass through unchanged. Messages name the
+    `model` whose upstream failed, never its host or address: those go to `detail`, which
+    only the access log shows.
+    """
+    if isinstance(exc, asyncio.CancelledError | UpstreamError):
+        return exc
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout("connect", connect_timeout)
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout("connect", connect_timeout)
+    upstream = f"the upstream of model {model!r}" if model else "the upstream"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamNetworkError(
+            f"cannot connect to {upstream} ({_connect_failure(exc)})",
+            detail=f"cannot connect to {exc.host}:{exc.port}: {exc.strerror}",
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return UpstreamNetworkError(
+            "upstream closed the connection before the response was complete",
+            code="upstream_disconnected",
+        )
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return UpstreamProtocolError(f"upstream sent an invalid HTTP response: {exc.message}")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return UpstreamNetworkError("upstream URL is invalid")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return UpstreamNetworkError(
+            f"connection to {upstream} failed: {type(exc).__name__}",
+            detail=f"{type(exc).__name__}: {exc}",
+        )
+    return exc
+
+
+def _connect_failure(exc: aiohttp.ClientConnectorError) -> str:
+    """Why a connection failed, in words that name no host or address."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name not resolved"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if exc.errno and exc.errno > 0:
+        return os.strerror(exc.errno).lower()
+    return "connection failed"
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds from `retry-after-ms` or `Retry-After` (delta-seconds form), if present."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return None
+    return None
