@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidegate.events import Finish, StreamError, UsageUpdate
-from tidegate.providers.anthropic import AnthropicStreamParser
+from tidegate.formats.anthropic import AnthropicStreamParser
 from tidegate.providers.openai import OpenAIStreamParser
 
 

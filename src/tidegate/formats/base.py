@@ -11,12 +11,20 @@ the helpers that read untrusted upstream JSON without ever letting it crash the 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
 from tidegate.errors import GatewayError, UpstreamProtocolError, as_gateway_error
-from tidegate.events import Event, Finish, Sources, StreamError, UsageUpdate
+from tidegate.events import (
+    ChatRequest,
+    Completion,
+    Event,
+    Finish,
+    Sources,
+    StreamError,
+    UsageUpdate,
+)
 from tidegate.sse import SSEDecoder, SSEEvent, skip_plain_events
 
 #: What a parser may raise on upstream data of the wrong shape or type (a string where a count
@@ -25,6 +33,27 @@ PARSE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, Rec
 
 #: What reading one event may raise when the event is malformed: it is skipped, not fatal.
 SKIPPABLE = (UpstreamProtocolError, *PARSE_ERRORS)
+
+#: Thinking budgets (tokens) for the reasoning efforts of OpenAI-style requests, shared by the
+#: formats that take a budget (Anthropic, Gemini). An approximation: see docs/translation.md.
+REASONING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+
+
+def reasoning_budget(effort: str | None, budget: int | None) -> int | None:
+    """The thinking budget a request asks for, given as a budget or as an effort."""
+    return budget or REASONING_BUDGETS.get(effort or "")
+
+
+def reasoning_effort(effort: str | None, budget: int | None) -> str | None:
+    """The reasoning effort a request asks for, given as an effort or as a budget (the
+    smallest effort whose budget covers it)."""
+    if effort is not None or budget is None:
+        return effort
+    for name in ("low", "medium"):
+        if budget <= REASONING_BUDGETS[name]:
+            return name
+    return "high"
+
 
 #: Upstream text kept in an error message; the client sees less (redacted, then shortened).
 EXCERPT_CHARS = 2000
@@ -178,6 +207,29 @@ class StreamEncoder(Protocol):
 
     def end(self, state: StreamState) -> bytes:
         """The stream's final bytes (final event, terminator)."""
+
+
+class UpstreamCodec(Protocol):
+    """What a provider needs of its wire format (a codec module satisfies it)."""
+
+    def request_to_wire(self, request: ChatRequest, model: str) -> tuple[dict[str, Any], list[str]]:
+        """The upstream request body for a canonical request, and the fields it cannot carry."""
+
+    def completion_from_wire(self, body: bytes) -> Completion:
+        """A whole upstream response body as a canonical completion."""
+
+    def stream_parser(self, *, side: bool = False, max_event_bytes: int = ...) -> StreamParser:
+        """A parser for one streamed upstream response."""
+
+
+@runtime_checkable
+class PassthroughCodec(UpstreamCodec, Protocol):
+    """A codec whose format also has an inbound endpoint: bodies can pass through as they came."""
+
+    def passthrough_to_wire(
+        self, body: dict[str, Any], model: str, stream: bool
+    ) -> tuple[dict[str, Any], PassthroughFilter | None]:
+        """A client's body of this format, made ready for an upstream of the same format."""
 
 
 def error_message_of(body: bytes) -> str:

@@ -7,15 +7,22 @@ and hands back a `StreamParser` that turns the upstream's bytes into canonical e
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
 from typing import Any, ClassVar
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from tidegate.errors import UpstreamError, UpstreamStatusError
 from tidegate.events import ChatRequest, Completion
-from tidegate.formats.base import PassthroughFilter, StreamParser, error_message_of
+from tidegate.formats.base import (
+    PassthroughCodec,
+    PassthroughFilter,
+    StreamParser,
+    UpstreamCodec,
+    error_message_of,
+)
 from tidegate.providers.http import (
     HttpUpstreamResponse,
     UpstreamResponse,
@@ -59,6 +66,8 @@ class Provider(ABC):
     name: ClassVar[str]
     #: The wire format it speaks; equal formats allow byte pass-through.
     wire_format: ClassVar[str]
+    #: That format's codec module (formats/<wire>.py).
+    codec: UpstreamCodec
 
     #: The largest event or line its stream parsers accept (`limits.max_event_bytes`).
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
@@ -120,21 +129,37 @@ class Provider(ABC):
         """How logs and headers name this deployment: the model name and upstream host."""
         return f"{self.config.name}@{self.name}"
 
-    @abstractmethod
     def build_call(self, request: ChatRequest) -> UpstreamCall:
-        """The upstream request for a canonical request."""
+        """The upstream request for a canonical request, in the provider's wire format."""
+        body, dropped = self.codec.request_to_wire(request, self.config.upstream_model)
+        stream = request.stream
+        return UpstreamCall(
+            self.url_for(stream),
+            orjson.dumps(body),
+            self.headers_for(stream),
+            stream=stream,
+            dropped=dropped,
+        )
 
     def build_passthrough(self, body: dict[str, Any], stream: bool) -> UpstreamCall:
         """The upstream request for a body already in this provider's own format."""
-        raise NotImplementedError(f"{self.name} has no pass-through")
+        codec = self.codec
+        if not isinstance(codec, PassthroughCodec):
+            raise NotImplementedError(f"{self.name} has no pass-through")
+        body, filt = codec.passthrough_to_wire(body, self.config.upstream_model, stream)
+        call = UpstreamCall(
+            self.url_for(stream), orjson.dumps(body), self.headers_for(stream), stream=stream
+        )
+        call.filter = filt
+        return call
 
-    @abstractmethod
     def stream_parser(self, *, side: bool = False) -> StreamParser:
         """A parser for one streamed response. `side=True`: only usage, finish and errors matter."""
+        return self.codec.stream_parser(side=side, max_event_bytes=self.max_event_bytes)
 
-    @abstractmethod
     def parse_completion(self, body: bytes) -> Completion:
         """A non-streaming response body as a canonical completion."""
+        return self.codec.completion_from_wire(body)
 
     def usage_of_body(self, body: bytes) -> Completion:
         """Usage and finish of a pass-through non-streaming body (defaults to a full parse)."""
