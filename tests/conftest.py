@@ -39,6 +39,8 @@ SCENARIOS = {
     "truncated": "truncated",
     "malformed_mid": "malformed_mid",
     "malformed_line": "malformed_line",
+    "no_done": "no_done",
+    "unterminated": "unterminated",
     "leaky_mid": "leaky_mid",
     "split_utf8": "split_utf8",
     "crlf": "crlf",

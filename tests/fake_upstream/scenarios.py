@@ -208,6 +208,25 @@ async def malformed_line(x: Exchange) -> web.StreamResponse:
     return await end(x, response)
 
 
+def cut_end(how: str) -> Scenario:
+    """A complete answer whose end is cut: `no_done` drops the last event (OpenAI's `[DONE]`),
+    `unterminated` sends it without its blank line; then the connection closes."""
+
+    async def serve(x: Exchange) -> web.StreamResponse:
+        if not x.stream:
+            return await content("ok")(x)
+        response = await begin(x)
+        sep = "\r\n" if x.fmt.crlf else "\n"
+        frames = [x.fmt.frame(e, sep) for e in x.fmt.stream_events("ok")]
+        last = frames.pop()
+        await response.write(b"".join(frames))
+        if how == "unterminated":
+            await response.write(last[: -len(sep)])
+        return await end(x, response)
+
+    return serve
+
+
 # -- odd but valid streams ----------------------------------------------------------------------
 
 
@@ -291,6 +310,8 @@ SCENARIOS: dict[str, Scenario] = {
     "malformed_mid": after_three("malformed"),
     "leaky_mid": after_three("leaky"),
     "malformed_line": malformed_line,
+    "no_done": cut_end("no_done"),
+    "unterminated": cut_end("unterminated"),
     "split_utf8": split_utf8,
     "crlf": crlf,
     "pings": pings,

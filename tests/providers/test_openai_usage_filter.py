@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tidegate.providers.openai import UsageChunkFilter
+from tidegate.formats.openai_chat import UsageChunkFilter
 
 
 def event(obj: Any) -> bytes:

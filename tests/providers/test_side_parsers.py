@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tidegate.events import Finish, StreamError, UsageUpdate
 from tidegate.formats.anthropic import AnthropicStreamParser
-from tidegate.providers.openai import OpenAIStreamParser
+from tidegate.formats.openai_chat import OpenAIStreamParser
 
 
 def sse(obj: Any, event: str | None = None) -> bytes:

@@ -16,11 +16,10 @@ import aiohttp
 import orjson
 from pydantic import Field
 
-from tidegate.events import Completion, Usage
-from tidegate.formats.base import StreamParser
+from tidegate.events import Usage
 from tidegate.providers.base import UpstreamCall
 from tidegate.providers.http import UpstreamResponse
-from tidegate.providers.openai import OpenAIProvider, OpenAIStreamParser, completion_from_openai
+from tidegate.providers.openai import OpenAIProvider
 from tidegate.settings import DeploymentSettings
 
 DEMO_ANSWER = (
@@ -55,12 +54,6 @@ class DemoProvider(OpenAIProvider):
     @property
     def label(self) -> str:
         return f"{self.config.name}@demo"
-
-    def stream_parser(self, *, side: bool = False) -> StreamParser:
-        return OpenAIStreamParser(side=side, max_event_bytes=self.max_event_bytes)
-
-    def parse_completion(self, body: bytes) -> Completion:
-        return completion_from_openai(orjson.loads(body))
 
     async def open(self, session: aiohttp.ClientSession, call: UpstreamCall) -> UpstreamResponse:
         request = orjson.loads(call.body)
