@@ -28,6 +28,7 @@ SCENARIOS = {
     "status_401": "status/401",
     "status_429": "status/429",
     "status_500": "status/500",
+    "context_exceeded": "context_exceeded",
     "leaky_401": "status/401/leaky",
     "html": "html",
     "slow_headers": "slow_headers",

@@ -18,16 +18,15 @@ import hmac
 import itertools
 import os
 import re
-from collections.abc import Awaitable, Callable
-from typing import Literal, NamedTuple
+from collections.abc import Awaitable
 
 import aiohttp
 
 from tidegate import __version__
 from tidegate.asgi import DisconnectWatcher, Receive, Request, Scope, Send, send_bytes
 from tidegate.context import CLIENT_CLOSED, RequestContext
-from tidegate.deployments import Router
-from tidegate.endpoints import anthropic_messages, gemini, health, openai_chat, stream_ask
+from tidegate.endpoints import all_routes, health
+from tidegate.endpoints.base import ErrorRenderer, RouteTable
 from tidegate.errors import (
     ClientDisconnected,
     Forbidden,
@@ -39,23 +38,9 @@ from tidegate.errors import (
     Unauthorized,
 )
 from tidegate.logs import AccessLog, log
-from tidegate.loopwatch import LoopLag
-from tidegate.redact import Redactor
 from tidegate.relay import MESSAGE_CHARS
+from tidegate.services import Services
 from tidegate.settings import Config
-
-Handler = Callable[["Gateway", RequestContext, Request, Send], Awaitable[None]]
-ErrorRenderer = Callable[[GatewayError], bytes]
-Access = Literal["public", "client", "admin"]
-
-
-class Route(NamedTuple):
-    """A handler, the error shape of its endpoint, and which key it needs."""
-
-    handler: Handler
-    render_error: ErrorRenderer
-    access: Access = "client"
-
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -65,10 +50,10 @@ class Gateway:
 
     def __init__(self, config: Config):
         self.config = config
-        self.redact = Redactor(config.secrets())
+        self.services = Services(config)
+        self.redact = self.services.redactor
         self.access_log = AccessLog(self.redact)
-        self.router = Router(config)
-        self.stream_ask_model = config.stream_ask.model or config.models[0].name
+        self.router = self.services.router
         self._keys = [k.get_secret_value().encode() for k in config.auth.api_keys]
         self._admin_keys = [k.get_secret_value().encode() for k in config.auth.admin_keys]
         self.max_body = config.limits.max_body_bytes
@@ -76,38 +61,13 @@ class Gateway:
         # Request ids: a random per-process prefix and a counter (unique, and cheap to make).
         self._id_prefix = os.urandom(5).hex()
         self._id_counter = itertools.count(1)
-        self.session: aiohttp.ClientSession | None = None
-        self.loop_lag = LoopLag()
-        self._routes: dict[str, dict[str, Route]] = {
-            "/stream-ask": {"POST": Route(stream_ask.handle, stream_ask.render_error)},
-            "/v1/chat/completions": {
-                "POST": Route(openai_chat.handle_chat, openai_chat.render_error)
-            },
-            "/v1/messages": {
-                "POST": Route(anthropic_messages.handle, anthropic_messages.render_error)
-            },
-            "/v1/models": {"GET": Route(openai_chat.handle_models, openai_chat.render_error)},
-            "/healthz": {"GET": Route(health.healthz, health.render_error, "public")},
-            "/readyz": {"GET": Route(health.readyz, health.render_error, "public")},
-            "/admin/deployments": {"GET": Route(health.deployments, health.render_error, "admin")},
-            "/admin/runtime": {"GET": Route(health.runtime, health.render_error, "admin")},
-        }
-        # Routes whose path carries a parameter, matched by prefix.
-        gemini_route = {"POST": Route(gemini.handle, gemini.render_error)}
-        self._prefix_routes = [(prefix, gemini_route) for prefix in gemini.PREFIXES]
-
-    def _route(self, path: str) -> dict[str, Route] | None:
-        methods = self._routes.get(path)
-        if methods is None:
-            for prefix, candidate in self._prefix_routes:
-                if path.startswith(prefix):
-                    return candidate
-        return methods
+        self.loop_lag = self.services.loop_lag
+        self.routes = RouteTable(all_routes())
 
     @property
     def ready(self) -> bool:
         """True once the HTTP client is up and until shutdown begins."""
-        return self.session is not None and not self.session.closed
+        return self.services.ready
 
     # -- lifespan ---------------------------------------------------------------------------
 
@@ -122,7 +82,7 @@ class Gateway:
             keepalive_timeout=http.keepalive_seconds,
             ttl_dns_cache=300,
         )
-        self.session = aiohttp.ClientSession(
+        self.services.session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
             headers={"User-Agent": f"tidegate/{__version__}"},
@@ -132,8 +92,8 @@ class Gateway:
 
     async def shutdown(self) -> None:
         """Close the HTTP client and its pooled connections; flush the access log."""
-        if self.session is not None:
-            await self.session.close()
+        if self.services.session is not None:
+            await self.services.session.close()
         self.loop_lag.stop()
         self.access_log.close()
 
@@ -170,26 +130,29 @@ class Gateway:
             request_id = incoming
         else:
             request_id = f"{self._id_prefix}{next(self._id_counter):014x}"
-        ctx = RequestContext(request_id, request.path, self.session, self.redact)
-        methods = self._route(request.path)
-        route = methods.get(request.method) if methods else None
+        ctx = RequestContext(request_id, request.path, self.services.session, self.redact)
+        methods = self.routes.match(request.path)
+        found = methods.get(request.method)
+        route = found[0] if found is not None else None
         render = route.render_error if route else health.render_error
         watcher: DisconnectWatcher | None = None
         try:
-            if methods is None:
+            if not methods:
                 raise NotFound(f"no route for {request.path}")
             if route is None:
                 raise MethodNotAllowed(f"{request.path} accepts {', '.join(methods)}")
             # Anything under /admin/ is admin, whatever its route says.
             access = "admin" if request.path.startswith("/admin/") else route.access
             if access == "client":
-                ctx.key_id = self._check_client_key(request)
+                ctx.key_id = self._check_client_key(request, route.key_hint)
             elif access == "admin":
                 self._check_admin_key(request)
             if request.method == "POST":
                 await request.read_body(receive, self.max_body, self.body_timeout)
             watcher = DisconnectWatcher(receive)
-            await route.handler(self, ctx, request, send)
+            assert found is not None
+            request.params = found[1]
+            await route.handler(self.services, ctx, request, send)
         except ClientDisconnected as err:
             ctx.status = CLIENT_CLOSED
             ctx.error_code = err.code
@@ -229,19 +192,20 @@ class Gateway:
         if isinstance(err, RequestTimeout):
             # The rest of a slow body is not worth waiting for on this connection.
             headers.append((b"connection", b"close"))
-        await send_bytes(send, err.status, render(err), headers=headers)
+        # An upstream's own error body may be what is rendered: it is redacted like the rest.
+        body = self.redact.bytes(render(err))
+        await send_bytes(send, err.status, body, headers=headers)
 
-    def _check_client_key(self, request: Request) -> str | None:
-        """The short id of the client key presented (None when no keys are configured)."""
+    def _check_client_key(self, request: Request, hint: str) -> str | None:
+        """The short id of the client key presented (None when no keys are configured); a
+        missing or unknown key is a 401 saying how this API's clients send it."""
         if not self._keys:
             return None
         given = _given_key(request, admin=False)
         for key in self._keys:
             if given and hmac.compare_digest(given, key):
                 return key_id(key)
-        raise Unauthorized(
-            "missing or unknown client key; send it as 'Authorization: Bearer <key>'"
-        )
+        raise Unauthorized(f"missing or unknown client key; send it as {hint}")
 
     def _check_admin_key(self, request: Request) -> None:
         if not self._admin_keys:

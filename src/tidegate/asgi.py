@@ -21,13 +21,13 @@ Send = Any
 
 
 class Request:
-    """One HTTP request: method, path, headers, query and (once read) body.
+    """One HTTP request: method, path, path params, headers, query and (once read) body.
 
     Headers are looked up in the server's list when asked for (a handful per request) rather
     than copied into a dict that would live as long as the response.
     """
 
-    __slots__ = ("_query", "_raw_headers", "body", "method", "path", "query_string")
+    __slots__ = ("_query", "_raw_headers", "body", "method", "params", "path", "query_string")
 
     def __init__(self, scope: Scope):
         self.method: str = scope["method"]
@@ -35,6 +35,7 @@ class Request:
         self.query_string: bytes = scope.get("query_string", b"")
         self._raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         self.body = b""
+        self.params: dict[str, str] = {}  # from the route's path template
         self._query: dict[str, str] | None = None
 
     def header(self, name: bytes, default: str = "") -> str:

@@ -213,6 +213,10 @@ class UpstreamStatusError(UpstreamError):
         self.upstream_status = upstream_status
         self.upstream_type = upstream_type
         self._retry_after = retry_after
+        #: The upstream's own error body and its wire format: a client of the same format
+        #: gets that body (redacted), with every detail the upstream put in it.
+        self.upstream_body: bytes | None = None
+        self.upstream_format: str | None = None
 
     @property
     def retry_after(self) -> float | None:

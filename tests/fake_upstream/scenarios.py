@@ -120,6 +120,18 @@ async def status(x: Exchange) -> web.StreamResponse:
     return json_response(code, x.fmt.http_error(code, message), headers)
 
 
+async def context_exceeded(x: Exchange) -> web.StreamResponse:
+    """llama.cpp's 400 for a prompt longer than its context, with its own extra fields."""
+    error = {
+        "code": 400,
+        "message": "the request exceeds the available context size, try increasing it",
+        "type": "exceed_context_size_error",
+        "n_prompt_tokens": 2511,
+        "n_ctx": 2048,
+    }
+    return json_response(400, {"error": error})
+
+
 async def reset(x: Exchange) -> web.StreamResponse:
     """The connection dies before any response."""
     assert x.request.transport is not None
@@ -298,6 +310,7 @@ SCENARIOS: dict[str, Scenario] = {
     "tools": content("tools"),
     "reasoning": content("reasoning"),
     "status": status,
+    "context_exceeded": context_exceeded,
     "reset": reset,
     "html": html,
     "slow_headers": slow_headers,

@@ -1,1 +1,17 @@
-"""Inbound APIs, one module per wire format the gateway serves."""
+"""Inbound APIs, one module per API, each exporting `ROUTES`.
+
+Adding an API: write its module (a `ChatEndpoint` and `chat_routes(...)` for a chat API, plain
+`Route`s otherwise) and add it to `MODULES`.
+"""
+
+from __future__ import annotations
+
+from tidegate.endpoints import anthropic_messages, gemini, health, openai_chat, stream_ask
+from tidegate.endpoints.base import Route
+
+MODULES = (health, stream_ask, openai_chat, anthropic_messages, gemini)
+
+
+def all_routes() -> list[Route]:
+    """Every route of every registered API, in registration order."""
+    return [route for module in MODULES for route in module.ROUTES]

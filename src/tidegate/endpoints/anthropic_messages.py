@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING
-
-from tidegate.asgi import Request, Send
+from tidegate.asgi import Request
 from tidegate.context import RequestContext
-from tidegate.endpoints.chat import serve_chat
+from tidegate.endpoints.base import ChatCall, ChatEndpoint
+from tidegate.endpoints.chat import chat_routes
 from tidegate.formats import anthropic
-from tidegate.formats.anthropic import error_body as render_error
-
-if TYPE_CHECKING:
-    from tidegate.app import Gateway
-
-__all__ = ["handle", "render_error"]
+from tidegate.services import Services
 
 
-def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> Awaitable[None]:
-    """Serve one Messages request, streamed or whole (validated here, served by the coroutine)."""
-    body = request.json_object()
-    valid = anthropic.validate_request(body)
-    model = valid.model
-    return serve_chat(
-        gw,
-        ctx,
-        send,
-        model=model,
-        stream=valid.stream,
-        wire_format="anthropic",
-        body=body,
-        canonical=lambda: anthropic.request_from_wire(body),
-        encoder=anthropic.AnthropicEncoder(model, ctx.request_id),
-        render=lambda c: anthropic.completion_to_wire(c, model, ctx.request_id),
-    )
+class AnthropicMessages(ChatEndpoint):
+    """Messages requests, answered as `message` objects or named stream events."""
+
+    render_error = staticmethod(anthropic.error_body)
+    key_hint = "'x-api-key: <key>' (the anthropic SDK's api_key) or 'Authorization: Bearer <key>'"
+
+    def read(self, services: Services, ctx: RequestContext, request: Request) -> ChatCall:
+        body = request.json_object()
+        valid = anthropic.validate_request(body)
+        model = valid.model
+        return ChatCall(
+            model=model,
+            stream=valid.stream,
+            canonical=lambda: anthropic.request_from_wire(body),
+            encoder=anthropic.AnthropicEncoder(model, ctx.request_id),
+            render=lambda c: anthropic.completion_to_wire(c, model, ctx.request_id),
+            body=body,
+            wire_format="anthropic",
+        )
+
+
+ROUTES = chat_routes(AnthropicMessages(), ("POST", "/v1/messages"))

@@ -1,54 +1,73 @@
-"""`POST /v1/chat/completions` and `GET /v1/models`: the OpenAI wire format, inbound (the format:
-formats/openai_chat.py). When the upstream speaks the same format, the client's body goes
-upstream with only `model` replaced, and the response bytes come back untouched."""
+"""`POST /v1/chat/completions`, `GET /v1/models` and `GET /v1/models/{model}`: the OpenAI wire
+format, inbound (the format: formats/openai_chat.py). When the upstream speaks the same format,
+the client's body goes upstream with only `model` replaced, and the answer comes back
+untouched."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import Any
 
 import orjson
 
 from tidegate.asgi import Request, Send, send_bytes
 from tidegate.context import RequestContext
-from tidegate.endpoints.chat import serve_chat
+from tidegate.endpoints.base import ChatCall, ChatEndpoint, Route
+from tidegate.endpoints.chat import chat_routes
+from tidegate.errors import UnknownModel
 from tidegate.formats import openai_chat
-from tidegate.formats.openai_chat import error_body as render_error
-
-if TYPE_CHECKING:
-    from tidegate.app import Gateway
-
-__all__ = ["handle_chat", "handle_models", "render_error"]
+from tidegate.services import Services
 
 
-def handle_chat(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> Awaitable[None]:
-    """Serve one chat completion, streamed or whole (validated here, served by the coroutine)."""
-    body = request.json_object()
-    valid = openai_chat.validate_request(body)
-    model = valid.model
-    options = valid.stream_options
-    include_usage = bool(options is not None and options.include_usage)
-    return serve_chat(
-        gw,
-        ctx,
-        send,
-        model=model,
-        stream=bool(valid.stream),
-        wire_format="openai",
-        body=body,
-        canonical=lambda: openai_chat.request_from_wire(body),
-        encoder=openai_chat.OpenAIChatEncoder(model, include_usage, ctx.request_id),
-        render=lambda c: openai_chat.completion_to_wire(c, model, ctx.request_id),
-    )
+class OpenAIChatCompletions(ChatEndpoint):
+    """Chat completions, answered whole or as `chat.completion.chunk` events."""
+
+    render_error = staticmethod(openai_chat.error_body)
+
+    def read(self, services: Services, ctx: RequestContext, request: Request) -> ChatCall:
+        body = request.json_object()
+        valid = openai_chat.validate_request(body)
+        model = valid.model
+        options = valid.stream_options
+        include_usage = bool(options is not None and options.include_usage)
+        return ChatCall(
+            model=model,
+            stream=bool(valid.stream),
+            canonical=lambda: openai_chat.request_from_wire(body),
+            encoder=openai_chat.OpenAIChatEncoder(model, include_usage, ctx.request_id),
+            render=lambda c: openai_chat.completion_to_wire(c, model, ctx.request_id),
+            body=body,
+            wire_format="openai",
+        )
 
 
-async def handle_models(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> None:
-    """List the configured model names in OpenAI's format."""
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": group[0].provider.name}
-        for name, group in gw.router.groups.items()
-    ]
+def _model_object(services: Services, name: str) -> dict[str, Any]:
+    owner = services.router.group(name)[0].provider.name
+    return {"id": name, "object": "model", "created": 0, "owned_by": owner}
+
+
+async def list_models(
+    services: Services, ctx: RequestContext, request: Request, send: Send
+) -> None:
+    """Every configured model name, in OpenAI's list format."""
+    data = [_model_object(services, name) for name in services.router.names()]
+    ctx.status = 200
+    body = orjson.dumps({"object": "list", "data": data})
+    await send_bytes(send, 200, body, headers=ctx.headers_out)
+
+
+async def get_model(services: Services, ctx: RequestContext, request: Request, send: Send) -> None:
+    """One configured model, or 404 in OpenAI's error format."""
+    name = request.params["model"]
+    if name not in services.router.groups:
+        raise UnknownModel(name, services.router.names())
     ctx.status = 200
     await send_bytes(
-        send, 200, orjson.dumps({"object": "list", "data": data}), headers=ctx.headers_out
+        send, 200, orjson.dumps(_model_object(services, name)), headers=ctx.headers_out
     )
+
+
+ROUTES = [
+    *chat_routes(OpenAIChatCompletions(), ("POST", "/v1/chat/completions")),
+    Route("GET", "/v1/models", list_models, openai_chat.error_body),
+    Route("GET", "/v1/models/{model}", get_model, openai_chat.error_body),
+]

@@ -1,42 +1,23 @@
-"""`POST /stream-ask`: the simple SSE protocol for front ends (see docs/protocol.md).
-
-Request: `{"question", "model"?, "session_id"?, "mode"?}` as JSON, as a urlencoded form or as
-multipart form data. Response events, each with an `id:` (its sequence number):
-`data: {"type":"chunk","content":...}` per piece of text, `data: {"type":"reasoning",...}` for
-visible reasoning, `event: sources`, `event: error` for a failure after the stream began, and
-always last `event: final_end` with the finish reason, usage and sources.
-"""
+"""`POST /stream-ask`: the simple SSE protocol for front ends (the format:
+formats/stream_ask.py; the protocol: docs/protocol.md). The question comes as JSON, as a
+urlencoded form or as multipart form data, read here with bounded parsers."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from tidegate.asgi import Request, Send
+from tidegate.asgi import Request
 from tidegate.context import RequestContext
-from tidegate.errors import GatewayError, InvalidRequest
-from tidegate.events import (
-    ChatRequest,
-    Event,
-    Message,
-    Part,
-    ReasoningDelta,
-    Sources,
-    TextDelta,
-)
-from tidegate.formats.base import StreamState
-from tidegate.formats.stream_ask import validate_request
-from tidegate.providers.base import Provider, UpstreamCall
-from tidegate.relay import relay_stream
-from tidegate.sse import encode_event
-
-if TYPE_CHECKING:
-    from tidegate.app import Gateway
+from tidegate.endpoints.base import ChatCall, ChatEndpoint
+from tidegate.endpoints.chat import chat_routes
+from tidegate.errors import InvalidRequest
+from tidegate.events import ChatRequest, Message, Part
+from tidegate.formats import stream_ask
+from tidegate.services import Services
 
 MAX_QUESTION_CHARS = 200_000
 # A form carries four fields; bounding their number bounds the CPU a hostile form can cost
@@ -44,32 +25,34 @@ MAX_QUESTION_CHARS = 200_000
 MAX_FORM_FIELDS = 64
 
 
-def handle(gw: Gateway, ctx: RequestContext, request: Request, send: Send) -> Awaitable[None]:
-    """Validate the question, then stream the answer from the chosen model."""
-    fields = validate_request(read_fields(request))
-    question = fields.question
-    if not question.strip():
-        raise InvalidRequest("'question' is required: a non-empty string")
-    if len(question) > MAX_QUESTION_CHARS:
-        raise InvalidRequest(f"'question' is longer than {MAX_QUESTION_CHARS} characters")
-    model = fields.model or gw.stream_ask_model
-    session_id = fields.session_id or None
-    mode = fields.mode or None
-    gw.router.group(model)  # 404 before anything else
-    chat = ChatRequest(
-        model=model,
-        messages=[Message("user", [Part("text", text=question)])],
-        stream=True,
-        include_usage=True,
-        session_id=session_id,
-        mode=mode,
-    )
-    ctx.model, ctx.stream = model, True
+class StreamAsk(ChatEndpoint):
+    """The question from JSON or a form, the answer as the /stream-ask event stream."""
 
-    def prepare(provider: Provider) -> tuple[UpstreamCall, bool]:
-        return provider.build_call(chat), False
+    render_error = staticmethod(stream_ask.error_body)
 
-    return relay_stream(ctx, gw.router, model, prepare, StreamAskEncoder(), send, gw.config)
+    def read(self, services: Services, ctx: RequestContext, request: Request) -> ChatCall:
+        fields = stream_ask.validate_request(read_fields(request))
+        question = fields.question
+        if not question.strip():
+            raise InvalidRequest("'question' is required: a non-empty string")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise InvalidRequest(f"'question' is longer than {MAX_QUESTION_CHARS} characters")
+        model = fields.model or services.stream_ask_model
+        chat = ChatRequest(
+            model=model,
+            messages=[Message("user", [Part("text", text=question)])],
+            stream=True,
+            include_usage=True,
+            session_id=fields.session_id or None,
+            mode=fields.mode or None,
+        )
+        return ChatCall(
+            model=model,
+            stream=True,
+            canonical=lambda: chat,
+            encoder=stream_ask.StreamAskEncoder(),
+            render=lambda c: b"",  # /stream-ask always streams
+        )
 
 
 def read_fields(request: Request) -> dict[str, Any]:
@@ -194,42 +177,4 @@ class _Form:
         self.complete = True
 
 
-def render_error(err: GatewayError) -> bytes:
-    """The error body before the stream began: `{"error": message, "code": code}`."""
-    return orjson.dumps({"error": err.message, "code": err.code})
-
-
-class StreamAskEncoder:
-    """Canonical events to the /stream-ask event stream."""
-
-    content_type = b"text/event-stream; charset=utf-8"
-    ping = b": ping\n\n"
-    __slots__ = ("_seq",)
-
-    def __init__(self) -> None:
-        self._seq = 0
-
-    def _frame(self, payload: dict[str, Any], event: bytes | None = None) -> bytes:
-        self._seq += 1
-        return encode_event(orjson.dumps(payload), event, str(self._seq).encode())
-
-    def encode(self, events: list[Event]) -> bytes:
-        out: list[bytes] = []
-        for e in events:
-            if isinstance(e, TextDelta):
-                out.append(self._frame({"type": "chunk", "content": e.text}))
-            elif isinstance(e, ReasoningDelta):
-                out.append(self._frame({"type": "reasoning", "content": e.text}))
-            elif isinstance(e, Sources):
-                out.append(self._frame({"type": "sources", "sources": e.items}, b"sources"))
-        return b"".join(out)
-
-    def error(self, err: GatewayError) -> bytes:
-        return self._frame({"message": err.message, "code": err.code}, b"error")
-
-    def end(self, state: StreamState) -> bytes:
-        reason = "error" if state.error is not None else (state.finish_reason or "stop")
-        usage = state.usage.as_dict() if state.usage is not None else None
-        return self._frame(
-            {"finish_reason": reason, "usage": usage, "sources": state.sources}, b"final_end"
-        )
+ROUTES = chat_routes(StreamAsk(), ("POST", "/stream-ask"))

@@ -53,6 +53,7 @@ from tidegate.formats.base import (
     loads_object,
     reasoning_budget,
     status_for_error_type,
+    upstream_error_body,
 )
 from tidegate.formats.common import (
     MAX_MESSAGES,
@@ -366,7 +367,11 @@ def error_type(err: GatewayError) -> str:
 
 
 def error_body(err: GatewayError) -> bytes:
-    """The error body before the stream began, in Anthropic's shape."""
+    """The error body before the stream began, in Anthropic's shape (an Anthropic upstream's
+    own error body as it came, when it failed with one)."""
+    own = upstream_error_body(err, "anthropic")
+    if own is not None:
+        return own
     return orjson.dumps(
         {"type": "error", "error": {"type": error_type(err), "message": err.message}}
     )

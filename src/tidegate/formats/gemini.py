@@ -51,6 +51,7 @@ from tidegate.formats.base import (
     loads_object,
     reasoning_budget,
     status_for_error_type,
+    upstream_error_body,
 )
 from tidegate.formats.common import (
     MAX_MESSAGES,
@@ -338,8 +339,10 @@ def error_object(err: GatewayError) -> dict[str, Any]:
 
 
 def error_body(err: GatewayError) -> bytes:
-    """The error body before the stream began, in Google's shape."""
-    return orjson.dumps({"error": error_object(err)})
+    """The error body before the stream began, in Google's shape (a Gemini upstream's own
+    error body as it came, when it failed with one)."""
+    own = upstream_error_body(err, "gemini")
+    return own if own is not None else orjson.dumps({"error": error_object(err)})
 
 
 # -- requests --------------------------------------------------------------------------------------

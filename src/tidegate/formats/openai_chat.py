@@ -52,6 +52,7 @@ from tidegate.formats.base import (
     loads_object,
     reasoning_effort,
     status_for_error_type,
+    upstream_error_body,
 )
 from tidegate.formats.common import (
     MAX_MESSAGES,
@@ -333,8 +334,10 @@ def error_object(err: GatewayError) -> dict[str, Any]:
 
 
 def error_body(err: GatewayError) -> bytes:
-    """The error body before the stream began, in OpenAI's shape."""
-    return orjson.dumps({"error": error_object(err)})
+    """The error body before the stream began, in OpenAI's shape (an OpenAI-compatible
+    upstream's own error object as it came, when it failed with one)."""
+    own = upstream_error_body(err, "openai")
+    return own if own is not None else orjson.dumps({"error": error_object(err)})
 
 
 # -- requests --------------------------------------------------------------------------------------

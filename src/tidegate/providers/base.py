@@ -129,9 +129,13 @@ class Provider(ABC):
         """How logs and headers name this deployment: the model name and upstream host."""
         return f"{self.config.name}@{self.name}"
 
+    def wire_request(self, request: ChatRequest) -> tuple[dict[str, Any], list[str]]:
+        """The upstream body for a canonical request, and the fields it cannot carry."""
+        return self.codec.request_to_wire(request, self.config.upstream_model)
+
     def build_call(self, request: ChatRequest) -> UpstreamCall:
         """The upstream request for a canonical request, in the provider's wire format."""
-        body, dropped = self.codec.request_to_wire(request, self.config.upstream_model)
+        body, dropped = self.wire_request(request)
         stream = request.stream
         return UpstreamCall(
             self.url_for(stream),
@@ -170,11 +174,14 @@ class Provider(ABC):
     ) -> UpstreamError:
         """The error an upstream HTTP error response stands for."""
         message = error_message_of(body) or f"HTTP {status}"
-        return UpstreamStatusError(
+        err = UpstreamStatusError(
             f"upstream returned HTTP {status}: {message}",
             upstream_status=status,
             retry_after=retry_after,
         )
+        err.upstream_body = body
+        err.upstream_format = self.wire_format
+        return err
 
     async def open(self, session: aiohttp.ClientSession, call: UpstreamCall) -> UpstreamResponse:
         """Send the call and return once the upstream's status and headers have arrived."""

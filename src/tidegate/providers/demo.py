@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import aiohttp
 import orjson
@@ -21,6 +21,7 @@ from tidegate.providers.base import UpstreamCall
 from tidegate.providers.http import UpstreamResponse
 from tidegate.providers.openai import OpenAIProvider
 from tidegate.settings import DeploymentSettings
+from tidegate.sse import encode_event
 
 DEMO_ANSWER = (
     "[tidegate demo] This is a fixed sample answer from tidegate's built-in demo model; "
@@ -58,29 +59,41 @@ class DemoProvider(OpenAIProvider):
     async def open(self, session: aiohttp.ClientSession, call: UpstreamCall) -> UpstreamResponse:
         request = orjson.loads(call.body)
         prompt_words = sum(len(str(m.get("content") or "").split()) for m in request["messages"])
-        usage = Usage(input_tokens=prompt_words, output_tokens=len(self.pieces))
+        limit = request.get("max_completion_tokens") or request.get("max_tokens")
+        pieces = self.pieces[:limit] if isinstance(limit, int) and limit > 0 else self.pieces
+        finish = "length" if len(pieces) < len(self.pieces) else "stop"
+        usage = Usage(input_tokens=prompt_words, output_tokens=len(pieces))
+        answer = _Answer(request["model"], pieces, finish, usage)
         if call.stream:
             include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-            return _DemoStream(self, request["model"], usage if include_usage else None)
-        return _DemoBody(self._completion(request["model"], usage))
+            return _DemoStream(self.pace, _frames(answer, include_usage))
+        return _DemoBody(_completion(answer))
 
-    def _completion(self, model: str, usage: Usage) -> bytes:
-        return orjson.dumps(
-            {
-                "id": "chatcmpl-demo",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "".join(self.pieces)},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": _usage_json(usage),
-            }
-        )
+
+class _Answer(NamedTuple):
+    model: str
+    pieces: list[str]
+    finish: str
+    usage: Usage
+
+
+def _completion(answer: _Answer) -> bytes:
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-demo",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": answer.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(answer.pieces)},
+                    "finish_reason": answer.finish,
+                }
+            ],
+            "usage": _usage_json(answer.usage),
+        }
+    )
 
 
 def _usage_json(usage: Usage) -> dict[str, int]:
@@ -109,11 +122,11 @@ class _DemoBody(UpstreamResponse):
 
 
 class _DemoStream(UpstreamResponse):
-    def __init__(self, provider: DemoProvider, model: str, usage: Usage | None):
+    def __init__(self, pace: float, frames: list[bytes]):
         self.status = 200
         self.content_type = "text/event-stream"
-        self._pace = provider.pace
-        self._frames = list(_frames(provider.pieces, model, usage))
+        self._pace = pace
+        self._frames = frames
         self._next = 0
 
     async def read_chunk(self) -> bytes:
@@ -135,25 +148,25 @@ class _DemoStream(UpstreamResponse):
         self._next = len(self._frames)
 
 
-def _frames(pieces: list[str], model: str, usage: Usage | None) -> list[bytes]:
+def _frames(answer: _Answer, include_usage: bool) -> list[bytes]:
     head: dict[str, Any] = {
         "id": "chatcmpl-demo",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
-        "model": model,
+        "model": answer.model,
     }
 
     def frame(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        return b"data: " + orjson.dumps({**head, "choices": choices, **extra}) + b"\n\n"
+        return encode_event(orjson.dumps({**head, "choices": choices, **extra}))
 
     frames = [
         frame([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
     ]
     frames += [
-        frame([{"index": 0, "delta": {"content": p}, "finish_reason": None}]) for p in pieces
+        frame([{"index": 0, "delta": {"content": p}, "finish_reason": None}]) for p in answer.pieces
     ]
-    frames.append(frame([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
-    if usage is not None:
-        frames.append(frame([], usage=_usage_json(usage)))
-    frames.append(b"data: [DONE]\n\n")
+    frames.append(frame([{"index": 0, "delta": {}, "finish_reason": answer.finish}]))
+    if include_usage:
+        frames.append(frame([], usage=_usage_json(answer.usage)))
+    frames.append(encode_event(b"[DONE]"))
     return frames

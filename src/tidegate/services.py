@@ -1,0 +1,47 @@
+"""What request handlers may use: the deployments, the upstream HTTP client, the settings and the
+process's shared objects — and nothing else of the application.
+
+The app builds one `Services` per process and hands it to every handler, so that endpoint
+modules never import the app (no cycle), and tests can build one around an in-memory upstream.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from tidegate.clock import SYSTEM_CLOCK, Clock
+from tidegate.deployments import Router
+from tidegate.loopwatch import LoopLag
+from tidegate.redact import Redactor
+from tidegate.settings import Config
+
+
+class Services:
+    """The shared objects of one gateway process."""
+
+    __slots__ = ("clock", "config", "loop_lag", "redactor", "router", "session")
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        router: Router | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ):
+        self.config = config
+        self.router = router or Router(config)
+        self.redactor = Redactor(config.secrets())
+        self.clock = clock
+        self.loop_lag = LoopLag()
+        #: The one pooled upstream client, open between the app's start-up and shutdown.
+        self.session: aiohttp.ClientSession | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True once the HTTP client is up and until shutdown begins."""
+        return self.session is not None and not self.session.closed
+
+    @property
+    def stream_ask_model(self) -> str:
+        """The model `/stream-ask` uses when a request names none."""
+        return self.config.stream_ask.model or self.config.models[0].name
