@@ -371,7 +371,7 @@ def error_body(err: GatewayError) -> bytes:
     own error body as it came, when it failed with one)."""
     own = upstream_error_body(err, "anthropic")
     if own is not None:
-        return own
+        return orjson.dumps(own)
     return orjson.dumps(
         {"type": "error", "error": {"type": error_type(err), "message": err.message}}
     )

@@ -232,9 +232,9 @@ class PassthroughCodec(UpstreamCodec, Protocol):
         """A client's body of this format, made ready for an upstream of the same format."""
 
 
-def upstream_error_body(err: GatewayError, wire_format: str) -> bytes | None:
-    """The upstream's own error body when it is JSON of `wire_format`, else None: a client of
-    the same format gets the upstream's error object, every field of it kept."""
+def upstream_error_body(err: GatewayError, wire_format: str) -> dict[str, Any] | None:
+    """The upstream's own JSON error body when it came from an upstream of `wire_format`, else
+    None: a client of the same format gets the upstream's error object, every field kept."""
     body = getattr(err, "upstream_body", None)
     if body is None or getattr(err, "upstream_format", None) != wire_format:
         return None
@@ -242,7 +242,7 @@ def upstream_error_body(err: GatewayError, wire_format: str) -> bytes | None:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    return body if isinstance(value, dict) and "error" in value else None
+    return value if isinstance(value, dict) and isinstance(value.get("error"), dict) else None
 
 
 def error_message_of(body: bytes) -> str:

@@ -342,7 +342,7 @@ def error_body(err: GatewayError) -> bytes:
     """The error body before the stream began, in Google's shape (a Gemini upstream's own
     error body as it came, when it failed with one)."""
     own = upstream_error_body(err, "gemini")
-    return own if own is not None else orjson.dumps({"error": error_object(err)})
+    return orjson.dumps(own if own is not None else {"error": error_object(err)})
 
 
 # -- requests --------------------------------------------------------------------------------------

@@ -337,7 +337,11 @@ def error_body(err: GatewayError) -> bytes:
     """The error body before the stream began, in OpenAI's shape (an OpenAI-compatible
     upstream's own error object as it came, when it failed with one)."""
     own = upstream_error_body(err, "openai")
-    return own if own is not None else orjson.dumps({"error": error_object(err)})
+    if own is None:
+        return orjson.dumps({"error": error_object(err)})
+    if own["error"].get("code") is None:
+        own["error"]["code"] = err.code  # the upstream gave none: the gateway's own
+    return orjson.dumps(own)
 
 
 # -- requests --------------------------------------------------------------------------------------
