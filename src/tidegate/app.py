@@ -94,6 +94,7 @@ class Gateway:
         """Close the HTTP client and its pooled connections; flush the access log."""
         if self.services.session is not None:
             await self.services.session.close()
+        await self.services.state.aclose()
         self.loop_lag.stop()
         self.access_log.close()
 

@@ -14,12 +14,13 @@ from tidegate.deployments import Router
 from tidegate.loopwatch import LoopLag
 from tidegate.redact import Redactor
 from tidegate.settings import Config
+from tidegate.state import State, open_state
 
 
 class Services:
     """The shared objects of one gateway process."""
 
-    __slots__ = ("clock", "config", "loop_lag", "redactor", "router", "session")
+    __slots__ = ("clock", "config", "loop_lag", "redactor", "router", "session", "state")
 
     def __init__(
         self,
@@ -27,12 +28,15 @@ class Services:
         *,
         router: Router | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        state: State | None = None,
     ):
         self.config = config
         self.router = router or Router(config)
         self.redactor = Redactor(config.secrets())
         self.clock = clock
         self.loop_lag = LoopLag()
+        #: Shared state (memory, or Redis for several instances); connects on first use.
+        self.state: State = state if state is not None else open_state(config.state)
         #: The one pooled upstream client, open between the app's start-up and shutdown.
         self.session: aiohttp.ClientSession | None = None
 

@@ -183,7 +183,16 @@ class Config(Frozen):
     limits: LimitsConfig = LimitsConfig()
     http: HttpConfig = HttpConfig()
     routing: RoutingConfig = RoutingConfig()
+    #: Where shared state lives: `memory` (this process) or a `redis://` URL (all instances).
+    state: str = "memory"
     source: str = "built-in"
+
+    @field_validator("state")
+    @classmethod
+    def _known_state(cls, v: str) -> str:
+        if v != "memory" and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{v!r} is neither memory nor a redis:// URL")
+        return v
 
     def model_names(self) -> list[str]:
         """Client-facing model names, each once, in file order."""

@@ -1,0 +1,185 @@
+"""Shared state kept in Redis, so that every gateway instance sees the same tokens, counters,
+histories and stream buffers (`state: redis://host:6379/0`).
+
+Counters and log appends are Lua scripts, so they are atomic across instances. A log is a
+Redis Stream whose entry ids are the entry numbers (`7-0` is entry 7), so "the entries after
+N" is one `XRANGE`, and following a live log is `XREAD BLOCK`. A broadcast is Redis pub/sub,
+read by one background task per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+
+from tidegate.state import Listener
+
+_PREFIX = "tidegate:"
+_BLOCK_MS = 1000
+
+# KEYS[1] counter; ARGV[1] amount, ARGV[2] ttl in ms (0: none). New counters get the ttl.
+_INCR = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if value == tonumber(ARGV[1]) and tonumber(ARGV[2]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return value
+"""
+
+# KEYS[1] stream, KEYS[2] its sequence; ARGV[1] data, ARGV[2] ttl in ms (0: none).
+_APPEND = """
+local n = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], n .. '-0', 'd', ARGV[1])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return n
+"""
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+class RedisState:
+    """`State` in Redis."""
+
+    def __init__(self, url: str, max_connections: int = 64):
+        # A blocking pool: under load a command waits for a free connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=10
+        )
+        self._redis = aioredis.Redis(connection_pool=pool)
+        self._incr = self._redis.register_script(_INCR)
+        self._append = self._redis.register_script(_APPEND)
+        self._listeners: dict[str, list[Listener]] = {}
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def get(self, key: str) -> bytes | None:
+        """The value under `key`, or None."""
+        value: Any = await self._redis.get(_PREFIX + key)
+        return _bytes(value) if value is not None else None
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        """Store `value` under `key` for `ttl` seconds."""
+        px = max(1, int(ttl * 1000)) if ttl is not None else None
+        await self._redis.set(_PREFIX + key, value, px=px)
+
+    async def delete(self, key: str) -> None:
+        """Forget `key`."""
+        await self._redis.delete(_PREFIX + key)
+
+    async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        """Add to a counter atomically; a new one expires after `ttl`."""
+        px = max(1, int(ttl * 1000)) if ttl is not None else 0
+        return int(await self._incr(keys=[_PREFIX + key], args=[amount, px]))
+
+    @asynccontextmanager
+    async def lock(self, key: str, ttl: float) -> AsyncIterator[None]:
+        """Hold the lock `key` across instances for the block (released after `ttl` at most)."""
+        lock = self._redis.lock(_PREFIX + "lock:" + key, timeout=ttl, blocking_timeout=ttl)
+        if not await lock.acquire():
+            raise TimeoutError(f"could not take the lock {key!r} within {ttl:g}s")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):  # expired meanwhile: nothing to release
+                await lock.release()
+
+    async def append(self, log: str, data: bytes, ttl: float | None = None) -> int:
+        """Append an entry to `log`; returns its number."""
+        px = max(1, int(ttl * 1000)) if ttl is not None else 0
+        keys = [_PREFIX + "log:" + log, _PREFIX + "log:" + log + ":n"]
+        return int(await self._append(keys=keys, args=[data, px]))
+
+    async def close_log(self, log: str, ttl: float) -> None:
+        """Mark `log` ended (an entry readers recognise), to be forgotten `ttl` seconds later."""
+        key = _PREFIX + "log:" + log
+        px = max(1, int(ttl * 1000))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(key, {"end": b"1"}, id="*")
+            pipe.pexpire(key, px)
+            pipe.pexpire(key + ":n", px)
+            await pipe.execute()
+
+    async def read_log(self, log: str, after: int = 0) -> AsyncIterator[tuple[int, bytes]]:
+        """Entries after `after`, then new ones (blocking reads), until the log ends."""
+        key = _PREFIX + "log:" + log
+        if not await self._redis.exists(key):
+            return
+        last = f"{max(0, after)}-0"
+        while True:
+            batch: Any = await self._redis.xread({key: last}, block=_BLOCK_MS, count=512)
+            if not batch:
+                if not await self._redis.exists(key):
+                    return  # expired while we waited
+                continue
+            for entry_id, fields in batch[0][1]:
+                last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                if b"end" in fields:
+                    return
+                yield int(last.split("-", 1)[0]), _bytes(fields[b"d"])
+
+    async def log_exists(self, log: str) -> bool:
+        """True while the log exists in Redis."""
+        return bool(await self._redis.exists(_PREFIX + "log:" + log))
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        """Send `message` to every instance's subscribers of `channel`."""
+        await self._redis.publish(_PREFIX + channel, message)
+
+    async def subscribe(self, channel: str, listener: Listener) -> Callable[[], Awaitable[None]]:
+        """Listen on `channel` (one pub/sub connection and reader task per process)."""
+        if self._pubsub is None:
+            self._pubsub = self._redis.pubsub()
+        if channel not in self._listeners:
+            await self._pubsub.subscribe(_PREFIX + channel)
+        self._listeners.setdefault(channel, []).append(listener)
+        if self._reader is None:
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+
+        async def unsubscribe() -> None:
+            listeners = self._listeners.get(channel, [])
+            if listener in listeners:
+                listeners.remove(listener)
+            if not listeners and channel in self._listeners:
+                del self._listeners[channel]
+                if self._pubsub is not None:
+                    await self._pubsub.unsubscribe(_PREFIX + channel)
+
+        return unsubscribe
+
+    async def _read(self) -> None:
+        assert self._pubsub is not None
+        while True:
+            if not self._listeners:
+                await asyncio.sleep(0.05)
+                continue
+            message: Any = await self._pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=1.0
+            )
+            if message is None:
+                continue
+            channel = message["channel"].decode()[len(_PREFIX) :]
+            for listener in list(self._listeners.get(channel, ())):
+                result = listener(_bytes(message["data"]))
+                if result is not None:
+                    await result
+
+    async def aclose(self) -> None:
+        """Stop the reader task and close the connections."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._pubsub is not None:
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._redis.aclose(close_connection_pool=True)

@@ -1,0 +1,133 @@
+"""The shared-state interface, the same tests against the process's memory and a real Redis.
+
+Invariants: values and counters expire; counters are atomic under concurrency; a lock has one
+holder at a time; a log's reader gets every entry after the one it names, then the live ones,
+and stops at the end; a broadcast reaches every subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import pytest
+
+from tidegate.state import State, open_state
+
+REDIS_URL = os.environ.get("TIDEGATE_TEST_REDIS_URL")
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param(
+            "redis",
+            marks=[
+                pytest.mark.redis,
+                pytest.mark.skipif(
+                    not REDIS_URL, reason="TIDEGATE_TEST_REDIS_URL is not set (no Redis here)"
+                ),
+            ],
+        ),
+    ]
+)
+def state_url(request: pytest.FixtureRequest) -> str:
+    return "memory" if request.param == "memory" else str(REDIS_URL)
+
+
+def run(url: str, test: object) -> None:
+    async def main() -> None:
+        state = open_state(url)
+        try:
+            await test(state, uuid.uuid4().hex)  # type: ignore[operator]
+        finally:
+            await state.aclose()
+
+    asyncio.run(main())
+
+
+def test_values_expire(state_url: str) -> None:
+    async def test(state: State, ns: str) -> None:
+        await state.set(ns + "a", b"1", ttl=0.2)
+        await state.set(ns + "b", b"2")
+        assert await state.get(ns + "a") == b"1"
+        await asyncio.sleep(0.3)
+        assert await state.get(ns + "a") is None
+        assert await state.get(ns + "b") == b"2"
+        await state.delete(ns + "b")
+        assert await state.get(ns + "b") is None
+
+    run(state_url, test)
+
+
+def test_counters_are_atomic_and_expire(state_url: str) -> None:
+    async def test(state: State, ns: str) -> None:
+        results = await asyncio.gather(*(state.incr(ns + "c", 1, ttl=0.3) for _ in range(200)))
+        assert sorted(results) == list(range(1, 201))
+        assert await state.incr(ns + "c", 5) == 205
+        await asyncio.sleep(0.4)
+        assert await state.incr(ns + "c", 1, ttl=10) == 1
+
+    run(state_url, test)
+
+
+def test_a_lock_has_one_holder(state_url: str) -> None:
+    async def test(state: State, ns: str) -> None:
+        inside = 0
+        most = 0
+
+        async def worker() -> None:
+            nonlocal inside, most
+            async with state.lock(ns + "l", ttl=5):
+                inside += 1
+                most = max(most, inside)
+                await asyncio.sleep(0.01)
+                inside -= 1
+
+        await asyncio.gather(*(worker() for _ in range(10)))
+        assert most == 1
+
+    run(state_url, test)
+
+
+def test_logs_replay_then_follow_then_end(state_url: str) -> None:
+    async def test(state: State, ns: str) -> None:
+        log = ns + "log"
+        assert not await state.log_exists(log)
+        for i in range(1, 4):
+            assert await state.append(log, f"e{i}".encode(), ttl=30) == i
+        assert await state.log_exists(log)
+
+        async def read(after: int) -> list[tuple[int, bytes]]:
+            return [entry async for entry in state.read_log(log, after)]
+
+        follower = asyncio.ensure_future(read(1))
+        await asyncio.sleep(0.05)
+        await state.append(log, b"e4", ttl=30)
+        await state.close_log(log, ttl=30)
+        assert await asyncio.wait_for(follower, 5) == [(2, b"e2"), (3, b"e3"), (4, b"e4")]
+        assert await read(3) == [(4, b"e4")]
+        assert await read(0) == [(1, b"e1"), (2, b"e2"), (3, b"e3"), (4, b"e4")]
+        assert [e async for e in state.read_log(ns + "missing")] == []
+
+    run(state_url, test)
+
+
+def test_broadcasts_reach_subscribers(state_url: str) -> None:
+    async def test(state: State, ns: str) -> None:
+        got: list[bytes] = []
+        arrived = asyncio.Event()
+
+        def listener(message: bytes) -> None:
+            got.append(message)
+            arrived.set()
+
+        unsubscribe = await state.subscribe(ns + "ch", listener)
+        await asyncio.sleep(0.1)  # Redis: the subscription is in place
+        await state.publish(ns + "ch", b"stop it")
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert got == [b"stop it"]
+        await unsubscribe()
+
+    run(state_url, test)
