@@ -1,9 +1,10 @@
 """The ASGI application: routing, client keys, the shared HTTP client and request logging.
 
-`create_app(config)` returns a `Gateway`. Its lifespan owns the one pooled aiohttp session of
-the process. Each request gets a `RequestContext`; the route's handler does the work; any
-`GatewayError` raised before the response began is rendered here, in the route's own error
-shape; and exactly one access-log line is written when the request ends, however it ends.
+`create_app(config)` returns a `Gateway`. Its lifespan opens and closes the shared objects of
+the process (`Services`: the pooled upstream client, the state store). Each request gets a
+`RequestContext`; the route's handler does the work; any `GatewayError` raised before the
+response began is rendered here, in the route's own error shape; and exactly one access-log
+line is written when the request ends, however it ends.
 
 Routes are public (health checks), need a client key (`auth.api_keys`, when any is set), or
 belong to the admin API (`/admin/`), which needs an admin key (`auth.admin_keys`) whenever any
@@ -20,9 +21,6 @@ import os
 import re
 from collections.abc import Awaitable
 
-import aiohttp
-
-from tidegate import __version__
 from tidegate.asgi import DisconnectWatcher, Receive, Request, Scope, Send, send_bytes
 from tidegate.context import CLIENT_CLOSED, RequestContext
 from tidegate.endpoints import all_routes, health
@@ -72,28 +70,14 @@ class Gateway:
     # -- lifespan ---------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Create the process's pooled upstream HTTP client and start the access log."""
+        """Open the process's pooled upstream HTTP client and start the access log."""
         self.access_log.start()
         self.loop_lag.start()
-        http = self.config.http
-        connector = aiohttp.TCPConnector(
-            limit=http.pool_size,
-            limit_per_host=0,
-            keepalive_timeout=http.keepalive_seconds,
-            ttl_dns_cache=300,
-        )
-        self.services.session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None),
-            headers={"User-Agent": f"tidegate/{__version__}"},
-            cookie_jar=aiohttp.DummyCookieJar(),  # upstream APIs set no cookies we should keep
-            raise_for_status=False,
-        )
+        await self.services.client.start()
 
     async def shutdown(self) -> None:
         """Close the HTTP client and its pooled connections; flush the access log."""
-        if self.services.session is not None:
-            await self.services.session.close()
+        await self.services.client.aclose()
         await self.services.state.aclose()
         self.loop_lag.stop()
         self.access_log.close()
@@ -131,7 +115,7 @@ class Gateway:
             request_id = incoming
         else:
             request_id = f"{self._id_prefix}{next(self._id_counter):014x}"
-        ctx = RequestContext(request_id, request.path, self.services.session, self.redact)
+        ctx = RequestContext(request_id, request.path, self.services.client, self.redact)
         methods = self.routes.match(request.path)
         found = methods.get(request.method)
         route = found[0] if found is not None else None

@@ -17,16 +17,13 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
-import aiohttp
-
 from tidegate.clock import Clock
 from tidegate.context import RequestContext
 from tidegate.deployments import Deployment
 from tidegate.errors import GatewayError, UpstreamError, UpstreamProtocolError, as_gateway_error
 from tidegate.events import Event, StreamError
 from tidegate.formats.base import PARSE_ERRORS, StreamParser, malformed
-from tidegate.providers.base import UpstreamCall
-from tidegate.providers.http import UpstreamResponse
+from tidegate.providers.http import UpstreamCall, UpstreamClient, UpstreamResponse
 from tidegate.watchdog import Watchdog
 
 #: The most of an upstream error body that is read.
@@ -125,14 +122,13 @@ class Attempt:
 
     # -- I/O ----------------------------------------------------------------------------------
 
-    async def send(self, session: aiohttp.ClientSession | None) -> None:
+    async def send(self, client: UpstreamClient) -> None:
         """Open the call: status and headers received; an error status raises its error."""
         provider = self.deployment.provider
-        assert session is not None
         try:
             self.dog.begin_wait()
             try:
-                response = self.response = await provider.open(session, self.call)
+                response = self.response = await provider.open(client, self.call)
             finally:
                 self.dog.end_wait()
             if not 200 <= response.status < 300:

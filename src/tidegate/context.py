@@ -6,9 +6,8 @@ import re
 import time
 from typing import Any
 
-import aiohttp
-
 from tidegate.events import Usage
+from tidegate.providers.http import UpstreamClient
 from tidegate.redact import Redactor
 
 CLIENT_CLOSED = 499  # nginx's "client closed request"
@@ -19,6 +18,7 @@ class RequestContext:
 
     __slots__ = (
         "attempts",
+        "client",
         "committed",
         "deployment",
         "dropped",
@@ -32,7 +32,6 @@ class RequestContext:
         "model",
         "redactor",
         "request_id",
-        "session",
         "skipped",
         "skipped_lines",
         "start",
@@ -48,13 +47,13 @@ class RequestContext:
         self,
         request_id: str,
         endpoint: str,
-        session: aiohttp.ClientSession | None,
+        client: UpstreamClient,
         redactor: Redactor | None = None,
     ):
         self.request_id = request_id
         self.redactor = redactor or Redactor(())
         self.endpoint = endpoint
-        self.session = session
+        self.client = client
         self.start = time.perf_counter()
         self.first_byte_at: float | None = None
         self.committed = False

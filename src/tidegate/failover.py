@@ -35,7 +35,8 @@ from tidegate.errors import (
 )
 from tidegate.events import Completion
 from tidegate.formats.base import PARSE_ERRORS, malformed
-from tidegate.providers.base import Provider, UpstreamCall
+from tidegate.providers.base import Provider
+from tidegate.providers.http import UpstreamCall
 from tidegate.settings import RoutingConfig
 
 #: Build the upstream call for a provider: (call, pass-through?).
@@ -70,7 +71,7 @@ async def open_stream(
         async for attempt in attempts:
             async with attempt:
                 try:
-                    await attempt.send(ctx.session)
+                    await attempt.send(ctx.client)
                     await attempt.first_event()
                 except GatewayError as err:
                     attempt.fail(err)
@@ -97,7 +98,7 @@ async def complete(
             async with attempt:
                 provider = attempt.deployment.provider
                 try:
-                    await attempt.send(ctx.session)
+                    await attempt.send(ctx.client)
                     raw = await attempt.whole_body()
                     # A 200 whose body is an error (or not the format) fails over like any other.
                     try:

@@ -7,11 +7,11 @@ modules never import the app (no cycle), and tests can build one around an in-me
 
 from __future__ import annotations
 
-import aiohttp
-
+from tidegate import __version__
 from tidegate.clock import SYSTEM_CLOCK, Clock
 from tidegate.deployments import Router
 from tidegate.loopwatch import LoopLag
+from tidegate.providers.http import AiohttpClient, UpstreamClient
 from tidegate.redact import Redactor
 from tidegate.settings import Config
 from tidegate.state import State, open_state
@@ -20,7 +20,7 @@ from tidegate.state import State, open_state
 class Services:
     """The shared objects of one gateway process."""
 
-    __slots__ = ("clock", "config", "loop_lag", "redactor", "router", "session", "state")
+    __slots__ = ("client", "clock", "config", "loop_lag", "redactor", "router", "state")
 
     def __init__(
         self,
@@ -29,6 +29,7 @@ class Services:
         router: Router | None = None,
         clock: Clock = SYSTEM_CLOCK,
         state: State | None = None,
+        client: UpstreamClient | None = None,
     ):
         self.config = config
         self.router = router or Router(config)
@@ -38,12 +39,16 @@ class Services:
         #: Shared state (memory, or Redis for several instances); connects on first use.
         self.state: State = state if state is not None else open_state(config.state)
         #: The one pooled upstream client, open between the app's start-up and shutdown.
-        self.session: aiohttp.ClientSession | None = None
+        self.client: UpstreamClient = client or AiohttpClient(
+            pool_size=config.http.pool_size,
+            keepalive_seconds=config.http.keepalive_seconds,
+            user_agent=f"tidegate/{__version__}",
+        )
 
     @property
     def ready(self) -> bool:
         """True once the HTTP client is up and until shutdown begins."""
-        return self.session is not None and not self.session.closed
+        return self.client.ready
 
     @property
     def stream_ask_model(self) -> str:

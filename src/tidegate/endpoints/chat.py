@@ -17,7 +17,8 @@ from tidegate.context import RequestContext
 from tidegate.endpoints.base import ChatCall, ChatEndpoint, Route
 from tidegate.events import ChatRequest
 from tidegate.failover import Prepare
-from tidegate.providers.base import Provider, UpstreamCall
+from tidegate.providers.base import Provider
+from tidegate.providers.http import UpstreamCall
 from tidegate.relay import relay_complete, relay_stream
 from tidegate.services import Services
 

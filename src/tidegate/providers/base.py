@@ -10,53 +10,19 @@ from __future__ import annotations
 from abc import ABC
 from typing import Any, ClassVar
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from tidegate.errors import UpstreamError, UpstreamStatusError
 from tidegate.events import ChatRequest, Completion
 from tidegate.formats.base import (
     PassthroughCodec,
-    PassthroughFilter,
     StreamParser,
     UpstreamCodec,
     error_message_of,
 )
-from tidegate.providers.http import (
-    HttpUpstreamResponse,
-    UpstreamResponse,
-    join_url,
-    upstream_error_from_exception,
-)
+from tidegate.providers.http import UpstreamCall, UpstreamClient, UpstreamResponse, join_url
 from tidegate.settings import DeploymentSettings, HttpDeploymentSettings
 from tidegate.sse import DEFAULT_MAX_EVENT_BYTES
-
-
-class UpstreamCall:
-    """One HTTP request to send upstream, and the request fields it could not carry."""
-
-    __slots__ = ("body", "dropped", "filter", "headers", "method", "stream", "url")
-
-    def __init__(
-        self,
-        url: str,
-        body: bytes,
-        headers: dict[str, str],
-        *,
-        stream: bool,
-        method: str = "POST",
-        dropped: list[str] | None = None,
-    ):
-        self.url = url
-        # orjson returns bytes with a 4 KiB buffer behind even a short result; a call lives as
-        # long as its stream, so keep a right-sized copy (memory per open stream).
-        self.body = bytes(memoryview(body))
-        self.headers = headers
-        self.stream = stream
-        self.method = method
-        self.dropped = dropped or []
-        self.filter: PassthroughFilter | None = None
 
 
 class Provider(ABC):
@@ -90,13 +56,6 @@ class Provider(ABC):
     def __init__(self, config: DeploymentSettings):
         self.config = config
         self.timeouts = config.timeouts
-        self._client_timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=config.timeouts.connect,
-            sock_connect=config.timeouts.connect,
-            sock_read=None,
-        )
-        self._urls: dict[str, URL] = {}  # parsed once: URL parsing is a visible per-call cost
         base = getattr(config, "base_url", None) or self.default_base_url or ""
         fields = {"model": config.upstream_model, "settings": config}
         self.url = join_url(base, self.path.format(**fields))
@@ -183,25 +142,7 @@ class Provider(ABC):
         err.upstream_format = self.wire_format
         return err
 
-    async def open(self, session: aiohttp.ClientSession, call: UpstreamCall) -> UpstreamResponse:
+    async def open(self, client: UpstreamClient, call: UpstreamCall) -> UpstreamResponse:
         """Send the call and return once the upstream's status and headers have arrived."""
-        url = self._urls.get(call.url)
-        if url is None:
-            url = self._urls[call.url] = URL(call.url)
-        try:
-            response = await session.request(
-                call.method,
-                url,
-                data=call.body,
-                headers=call.headers,
-                timeout=self._client_timeout,
-                allow_redirects=False,
-                # Decoded here, in bounded steps (`Inflater`): a small compressed body must not
-                # inflate to a gigabyte inside one read.
-                auto_decompress=False,
-            )
-        except BaseException as exc:
-            raise upstream_error_from_exception(
-                exc, self.timeouts.connect, self.config.name
-            ) from exc
-        return HttpUpstreamResponse(response)
+        timeout = self.timeouts.connect
+        return await client.send(call, connect_timeout=timeout, model=self.config.name)

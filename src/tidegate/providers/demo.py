@@ -12,13 +12,11 @@ import asyncio
 import time
 from typing import Any, Literal, NamedTuple
 
-import aiohttp
 import orjson
 from pydantic import Field
 
 from tidegate.events import Usage
-from tidegate.providers.base import UpstreamCall
-from tidegate.providers.http import UpstreamResponse
+from tidegate.providers.http import UpstreamCall, UpstreamClient, UpstreamResponse
 from tidegate.providers.openai import OpenAIProvider
 from tidegate.settings import DeploymentSettings
 from tidegate.sse import encode_event
@@ -56,7 +54,7 @@ class DemoProvider(OpenAIProvider):
     def label(self) -> str:
         return f"{self.config.name}@demo"
 
-    async def open(self, session: aiohttp.ClientSession, call: UpstreamCall) -> UpstreamResponse:
+    async def open(self, client: UpstreamClient, call: UpstreamCall) -> UpstreamResponse:
         request = orjson.loads(call.body)
         prompt_words = sum(len(str(m.get("content") or "").split()) for m in request["messages"])
         limit = request.get("max_completion_tokens") or request.get("max_tokens")

@@ -12,9 +12,10 @@ import os
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
+from yarl import URL
 
 from tidegate.errors import (
     UpstreamError,
@@ -22,9 +23,36 @@ from tidegate.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from tidegate.formats.base import PassthroughFilter
 
 #: Most bytes one read of a compressed body may inflate to.
 INFLATE_STEP = 256 * 1024
+
+
+class UpstreamCall:
+    """One HTTP request to send upstream, and the request fields it could not carry."""
+
+    __slots__ = ("body", "dropped", "filter", "headers", "method", "stream", "url")
+
+    def __init__(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        stream: bool,
+        method: str = "POST",
+        dropped: list[str] | None = None,
+    ):
+        self.url = url
+        # orjson returns bytes with a 4 KiB buffer behind even a short result; a call lives as
+        # long as its stream, so keep a right-sized copy (memory per open stream).
+        self.body = bytes(memoryview(body))
+        self.headers = headers
+        self.stream = stream
+        self.method = method
+        self.dropped = dropped or []
+        self.filter: PassthroughFilter | None = None
 
 
 class UpstreamResponse(ABC):
@@ -164,6 +192,94 @@ class Inflater:
             return self._decoder.flush(INFLATE_STEP)
         except zlib.error:
             raise UpstreamProtocolError("upstream sent a truncated compressed body") from None
+
+
+class UpstreamClient(Protocol):
+    """Sends upstream calls: the process's one pooled HTTP client, or a test's stand-in."""
+
+    @property
+    def ready(self) -> bool:
+        """True while calls can be sent."""
+
+    async def send(
+        self, call: UpstreamCall, *, connect_timeout: float, model: str
+    ) -> UpstreamResponse:
+        """Send `call`; return once the status and headers arrived. Failures raise the
+        gateway's errors (the message names `model`, never the upstream's address)."""
+
+    async def start(self) -> None:
+        """Open the connection pool."""
+
+    async def aclose(self) -> None:
+        """Close the pool and its connections."""
+
+
+class AiohttpClient:
+    """`UpstreamClient` over one pooled aiohttp session (no cookies, no redirects, no automatic
+    decompression: bodies are inflated by `Inflater` in bounded steps)."""
+
+    def __init__(self, *, pool_size: int, keepalive_seconds: float, user_agent: str):
+        self._pool_size = pool_size
+        self._keepalive = keepalive_seconds
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}  # parsed once: URL parsing is a visible per-call cost
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    @property
+    def ready(self) -> bool:
+        """True between `start` and `aclose`."""
+        return self._session is not None and not self._session.closed
+
+    async def start(self) -> None:
+        """Create the session and its connection pool."""
+        connector = aiohttp.TCPConnector(
+            limit=self._pool_size,
+            limit_per_host=0,
+            keepalive_timeout=self._keepalive,
+            ttl_dns_cache=300,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            headers={"User-Agent": self._user_agent},
+            cookie_jar=aiohttp.DummyCookieJar(),  # upstream APIs set no cookies we should keep
+            raise_for_status=False,
+        )
+
+    async def send(
+        self, call: UpstreamCall, *, connect_timeout: float, model: str
+    ) -> UpstreamResponse:
+        """Send `call` on the pooled session."""
+        session = self._session
+        if session is None:
+            raise UpstreamNetworkError("the upstream client is not started")
+        url = self._urls.get(call.url)
+        if url is None:
+            url = self._urls[call.url] = URL(call.url)
+        timeout = self._timeouts.get(connect_timeout)
+        if timeout is None:
+            timeout = self._timeouts[connect_timeout] = aiohttp.ClientTimeout(
+                total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=None
+            )
+        try:
+            response = await session.request(
+                call.method,
+                url,
+                data=call.body,
+                headers=call.headers,
+                timeout=timeout,
+                allow_redirects=False,
+                auto_decompress=False,
+            )
+        except BaseException as exc:
+            raise upstream_error_from_exception(exc, connect_timeout, model) from exc
+        return HttpUpstreamResponse(response)
+
+    async def aclose(self) -> None:
+        """Close the session and its pooled connections."""
+        if self._session is not None:
+            await self._session.close()
 
 
 def join_url(base: str, path: str) -> str:
