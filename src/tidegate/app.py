@@ -46,9 +46,9 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 class Gateway:
     """The tidegate ASGI application for one validated configuration."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, services: Services | None = None):
         self.config = config
-        self.services = Services(config)
+        self.services = services or Services(config)
         self.redact = self.services.redactor
         self.access_log = AccessLog(self.redact)
         self.router = self.services.router
@@ -232,6 +232,7 @@ async def _nothing() -> None:
     return None
 
 
-def create_app(config: Config) -> Gateway:
-    """The ASGI application for a validated configuration."""
-    return Gateway(config)
+def create_app(config: Config, services: Services | None = None) -> Gateway:
+    """The ASGI application for a validated configuration (with `services` given, around
+    them: an in-process test's upstream, clock or state)."""
+    return Gateway(config, services)

@@ -24,7 +24,6 @@ from typing import Any
 
 from tidegate.attempt import READ_SLICE, Attempt
 from tidegate.context import RequestContext
-from tidegate.deployments import Router
 from tidegate.errors import GatewayError, UpstreamProtocolError, as_gateway_error
 from tidegate.events import Completion
 from tidegate.failover import Prepare, complete, open_stream
@@ -38,7 +37,8 @@ from tidegate.formats.base import (
 from tidegate.logs import log
 from tidegate.providers.http import upstream_error_from_exception
 from tidegate.redact import StreamRedactor
-from tidegate.settings import Config, RoutingConfig
+from tidegate.services import Services
+from tidegate.settings import RoutingConfig
 
 Send = Any  # the ASGI send callable
 
@@ -57,13 +57,12 @@ def stream_headers(content_type: bytes) -> list[tuple[bytes, bytes]]:
 
 
 async def relay_stream(
+    services: Services,
     ctx: RequestContext,
-    router: Router,
     model: str,
     prepare: Prepare,
     encoder: StreamEncoder,
     send: Send,
-    config: Config,
 ) -> None:
     """Stream one request. Raises `GatewayError` only when it fails before anything was sent.
 
@@ -71,13 +70,15 @@ async def relay_stream(
     The upstream is released before the stream's last write, and that write is bounded by
     `limits.write_timeout`: a client that stops reading holds nothing of the upstream.
     """
+    config = services.config
     state = StreamState()
     redactor = ctx.redactor.stream()
     keepalive = KeepAlive(ctx, encoder, send, config.routing)
     skip_end = False
     opened = False
     try:
-        async with open_stream(ctx, router, model, prepare, config.routing) as attempt:
+        router, clock = services.router, services.clock
+        async with open_stream(ctx, router, model, prepare, config.routing, clock) as attempt:
             opened = True
             await keepalive.stop()
             skip_end = await _forward(ctx, attempt, encoder, state, send, redactor)
@@ -168,10 +169,13 @@ async def _forward(
 
 
 async def relay_complete(
-    ctx: RequestContext, router: Router, model: str, prepare: Prepare, routing: RoutingConfig
+    services: Services, ctx: RequestContext, model: str, prepare: Prepare
 ) -> tuple[bool, bytes, Completion]:
     """One whole answer: (pass-through?, raw body, parsed completion)."""
-    passthrough, raw, completion = await complete(ctx, router, model, prepare, routing)
+    routing = services.config.routing
+    passthrough, raw, completion = await complete(
+        ctx, services.router, model, prepare, routing, services.clock
+    )
     ctx.usage, ctx.finish_reason = completion.usage, completion.finish_reason
     return passthrough, raw, completion
 

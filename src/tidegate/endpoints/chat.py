@@ -56,9 +56,8 @@ def serve_chat(
         upstream.dropped = chat.dropped + upstream.dropped
         return upstream, False
 
-    config = services.config
     if call.stream:
-        return relay_stream(ctx, services.router, call.model, prepare, call.encoder, send, config)
+        return relay_stream(services, ctx, call.model, prepare, call.encoder, send)
     return _serve_whole(services, ctx, call, prepare, send)
 
 
@@ -70,9 +69,7 @@ async def _serve_whole(
     send: Send,
 ) -> None:
     config = services.config
-    passthrough, raw, completion = await relay_complete(
-        ctx, services.router, call.model, prepare, config.routing
-    )
+    passthrough, raw, completion = await relay_complete(services, ctx, call.model, prepare)
     # Every byte a client receives is redacted, a pass-through body's included.
     out = ctx.redact_bytes(raw if passthrough else call.render(completion))
     ctx.status = 200

@@ -1,0 +1,229 @@
+"""The request pipeline in-process: endpoints, failover, cooldown and the attempt lifecycle,
+driven through the ASGI app with an in-memory upstream and a manual clock (no sockets, no
+sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.inprocess import Driver, ManualClock, ScriptedResponse, ScriptedUpstream, sse
+from tidegate.deployments import Health
+from tidegate.providers.http import UpstreamCall
+from tidegate.settings import CooldownConfig
+
+CHUNK = {"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
+END = {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+COMPLETION = {
+    "id": "c",
+    "object": "chat.completion",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
+BODY = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+
+
+def ok_stream(call: UpstreamCall) -> ScriptedResponse:
+    if not call.stream:
+        return ScriptedResponse(200, [orjson.dumps(COMPLETION)], "application/json")
+    return ScriptedResponse(200, [sse(CHUNK), sse(END, b"[DONE]")])
+
+
+def failing(status: int, retry_after: float | None = None) -> Any:
+    def script(call: UpstreamCall) -> ScriptedResponse:
+        body = orjson.dumps({"error": {"message": f"boom {status}", "type": "server_error"}})
+        return ScriptedResponse(status, [body], "application/json", retry_after)
+
+    return script
+
+
+def deployment(name: str, host: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "provider": "openai", "base_url": f"http://{host}/v1", **extra}
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_same_format_passes_the_body_through_other_formats_are_translated() -> None:
+    upstream = ScriptedUpstream()
+    upstream.on("openai.test", ok_stream)
+    upstream.on(
+        "anthropic.test",
+        lambda call: ScriptedResponse(
+            200,
+            [
+                orjson.dumps(
+                    {
+                        "type": "message",
+                        "content": [{"type": "text", "text": "hi"}],
+                        "stop_reason": "end_turn",
+                        "usage": {"input_tokens": 1, "output_tokens": 1},
+                    }
+                )
+            ],
+            "application/json",
+        ),
+    )
+    config = {
+        "models": [
+            deployment("oa", "openai.test", model="up-model"),
+            {"name": "an", "provider": "anthropic", "base_url": "http://anthropic.test"},
+        ]
+    }
+
+    async def main() -> None:
+        async with Driver(config, upstream=upstream) as gw:
+            body = {**BODY, "model": "oa", "extra_field": 1}
+            result = await gw.post("/v1/chat/completions", body)
+            assert result.status == 200
+            sent = orjson.loads(upstream.calls[-1].body)
+            assert sent == {**body, "model": "up-model"}  # as it came, but for the model
+            result = await gw.post("/v1/chat/completions", {**body, "model": "an"})
+            assert (
+                result.status == 200 and result.json()["choices"][0]["message"]["content"] == "hi"
+            )
+            sent = orjson.loads(upstream.calls[-1].body)
+            assert sent["max_tokens"] and sent["messages"] == [
+                {"role": "user", "content": [{"type": "text", "text": "q"}]}
+            ]
+            assert result.headers["x-tidegate-dropped-fields"] == "extra_field"
+
+    run(main())
+
+
+def test_retries_back_off_on_the_clock_then_fail_over() -> None:
+    """1 + 2 retries at the first deployment, with two jittered backoffs taken from the clock
+    (no real time passes), then the second deployment serves."""
+    upstream = ScriptedUpstream()
+    upstream.on("bad.test", failing(503))
+    upstream.on("good.test", ok_stream)
+    clock = ManualClock()
+    config = {
+        "models": [
+            deployment("m", "bad.test", retries=2, priority=0),
+            deployment("m", "good.test", priority=1),
+        ],
+        "routing": {"backoff_seconds": 0.25},
+    }
+
+    async def main() -> None:
+        async with Driver(config, upstream=upstream, clock=clock) as gw:
+            t0 = time.monotonic()
+            result = await gw.post("/v1/chat/completions", {**BODY, "stream": True})
+            assert time.monotonic() - t0 < 1
+            assert result.status == 200 and b'"hi"' in result.body
+            assert [c.url for c in upstream.calls].count("http://bad.test/v1/chat/completions") == 3
+            assert len(clock.slept) == 2
+            assert 0.125 <= clock.slept[0] <= 0.375 and 0.25 <= clock.slept[1] <= 0.75
+            assert result.headers["x-tidegate-attempts"] == "4"
+            assert result.headers["x-tidegate-deployment"] == "m#2"
+
+    run(main())
+
+
+def test_retry_after_is_honoured_on_the_clock() -> None:
+    upstream = ScriptedUpstream()
+    upstream.on("bad.test", failing(429, retry_after=7))
+    clock = ManualClock()
+    config = {"models": [deployment("m", "bad.test", retries=1)]}
+
+    async def main() -> None:
+        async with Driver(config, upstream=upstream, clock=clock) as gw:
+            result = await gw.post("/v1/chat/completions", BODY)
+            assert result.status == 429
+            assert clock.slept == [7.0]
+
+    run(main())
+
+
+def test_cooldown_trips_skips_and_probes_by_the_clock() -> None:
+    upstream = ScriptedUpstream()
+    upstream.on("bad.test", failing(500))
+    upstream.on("good.test", ok_stream)
+    clock = ManualClock()
+    config = {
+        "models": [
+            deployment("m", "bad.test", priority=0),
+            deployment("m", "good.test", priority=1),
+        ],
+        "routing": {"cooldown": {"failures": 3, "window": 30, "seconds": 5}},
+    }
+
+    def bad_calls() -> int:
+        return sum(1 for c in upstream.calls if "bad.test" in c.url)
+
+    async def main() -> None:
+        async with Driver(config, upstream=upstream, clock=clock) as gw:
+            for _ in range(3):
+                assert (await gw.post("/v1/chat/completions", BODY)).status == 200
+            assert bad_calls() == 3
+            for _ in range(5):
+                result = await gw.post("/v1/chat/completions", BODY)
+                assert result.headers["x-tidegate-attempts"] == "1"
+            assert bad_calls() == 3  # cooling: skipped
+            clock.advance(5.1)
+            await gw.post("/v1/chat/completions", BODY)
+            assert bad_calls() == 4  # one half-open probe, which fails and trips again
+            await gw.post("/v1/chat/completions", BODY)
+            assert bad_calls() == 4
+
+    run(main())
+
+
+@pytest.mark.parametrize("outcome", ["ok", "fails_first", "fails_mid", "client_leaves"])
+def test_every_attempt_releases_its_slot_and_response_exactly_once(outcome: str) -> None:
+    """Invariant: whatever happens, in-flight counts return to zero and every upstream response
+    the gateway opened is closed."""
+    upstream = ScriptedUpstream()
+    scripts = {
+        "ok": ok_stream,
+        "fails_first": failing(502),
+        "fails_mid": lambda call: ScriptedResponse(200, [sse(CHUNK), b"data: {bro"]),
+        "client_leaves": lambda call: ScriptedResponse(200, [sse(CHUNK)] * 50 + [sse(END)]),
+    }
+    upstream.on("up.test", scripts[outcome])
+    config = {"models": [deployment("m", "up.test", max_in_flight=1)]}
+
+    async def main() -> None:
+        async with Driver(config, upstream=upstream) as gw:
+            disconnect = 2 if outcome == "client_leaves" else None
+            await gw.request(
+                "POST",
+                "/v1/chat/completions",
+                {**BODY, "stream": True},
+                disconnect_after=disconnect,
+            )
+            group = gw.services.router.group("m")
+            assert [d.in_flight for d in group] == [0]
+            assert upstream.responses and all(r.closed for r in upstream.responses)
+            # The one slot is free again: the next request is served.
+            upstream.on("up.test", ok_stream)
+            assert (await gw.post("/v1/chat/completions", BODY)).status == 200
+
+    run(main())
+
+
+def test_health_is_a_pure_state_machine_of_the_clock() -> None:
+    h = Health(CooldownConfig(failures=2, window=10, seconds=4, max_seconds=16))
+    h.failure(100)
+    assert h.available(100)
+    h.failure(101)
+    assert not h.available(101) and h.state(101) == "cooling" and h.until == 105
+    assert h.available(105) and h.state(105) == "half_open"
+    h.attempt(105)
+    assert not h.available(105.5)  # one probe at a time
+    h.failure(106)
+    assert h.until == 114 and h.trips == 2  # the breaker doubles
+    h.attempt(114)
+    h.success()
+    assert h.state(114) == "healthy" and h.available(114)
+    solo = Health(CooldownConfig(failures=1), solo=True)
+    solo.failure(1)
+    assert solo.available(1)  # the only deployment of a group never cools down
