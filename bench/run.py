@@ -347,7 +347,7 @@ def translation(b: Bench) -> str:
                 cpu / chunks * 1e6,
             ]
         )
-    rows[1].append(rows[1][-1] / rows[0][-1])
+    rows[1].append(float(rows[1][-1]) / float(rows[0][-1]))  # type: ignore[arg-type]
     rows[0].append(1.0)
     return table(
         f"Translation vs pass-through, {chunks}-chunk streams, concurrency {concurrency}",
@@ -378,7 +378,7 @@ def workers(b: Bench) -> str:
     finally:
         two.stop()
     for i in (2, 3):
-        rows[i].append(rows[i][2] / rows[i - 2][2])
+        rows[i].append(float(rows[i][2]) / float(rows[i - 2][2]))
     rows[0].append(1.0)
     rows[1].append(1.0)
     return table(

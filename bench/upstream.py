@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -87,7 +88,7 @@ async def openai(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _anthropic_event(name: str, payload: dict[str, object]) -> bytes:
+def _anthropic_event(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 

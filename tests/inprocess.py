@@ -198,7 +198,7 @@ class Driver:
                 gone.set()
             await asyncio.sleep(0)
 
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, send)  # type: ignore[arg-type]
         start = next(m for m in sent if m["type"] == "http.response.start")
         headers_out = {k.decode(): v.decode() for k, v in start.get("headers", [])}
         body_out = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")

@@ -65,14 +65,14 @@ def classify(endpoint: str, status: int, body: bytes) -> str:
     if status != 200:
         return "error_before" if orjson.loads(body) else "broken"
     if endpoint == "openai":
-        events = [e["data"] for e in parse_sse(text)]
-        if not events or events[-1] != "[DONE]":
+        data = [e["data"] for e in parse_sse(text)]
+        if not data or data[-1] != "[DONE]":
             return "broken"
-        if any('"error"' in e for e in events[:-1]):
+        if any('"error"' in e for e in data[:-1]):
             return "error_in_band"
         content = "".join(
             c["delta"].get("content") or ""
-            for e in events[:-1]
+            for e in data[:-1]
             for c in orjson.loads(e).get("choices") or []
         )
         return "complete" if content == EXPECTED_TEXT else "broken"

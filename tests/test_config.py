@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tidegate.config import Config, load_config, read_environment
+from tidegate.config import load_config, read_environment
 from tidegate.errors import ConfigError
+from tidegate.settings import Config, HttpDeploymentSettings
 
 
 def write(tmp_path: Path, config: Any) -> Path:
@@ -38,6 +39,7 @@ def test_env_substitution_and_defaults(tmp_path: Path) -> None:
         {"KEY": "sk-123456", "CLIENT": "c-1"},
     )
     model = config.models[0]
+    assert isinstance(model, HttpDeploymentSettings)
     assert model.api_key is not None and model.api_key.get_secret_value() == "sk-123456"
     assert model.upstream_model == "gpt-x"
     assert [k.get_secret_value() for k in config.auth.api_keys] == ["c-1"]
@@ -133,7 +135,7 @@ def test_seed_variables_define_an_anythingllm_model() -> None:
         },
     )
     assert [m.name for m in config.models] == ["anythingllm"]
-    assert config.models[0].workspace == "test1"
+    assert getattr(config.models[0], "workspace", None) == "test1"
     assert config.stream_ask.model == "anythingllm"
 
 
@@ -324,8 +326,9 @@ models:
     config = load(tmp_path, text, {"KEY": "sk-anchor-1234"})
     assert [m.name for m in config.models] == ["a", "b"]
     assert config.models[1].timeouts.first_byte == 2
-    assert config.models[1].api_key is not None
-    assert config.models[1].api_key.get_secret_value() == "sk-anchor-1234"
+    second = config.models[1]
+    assert isinstance(second, HttpDeploymentSettings) and second.api_key is not None
+    assert second.api_key.get_secret_value() == "sk-anchor-1234"
 
 
 def test_deeply_nested_yaml_is_a_config_error(tmp_path: Path) -> None:

@@ -126,9 +126,9 @@ def in_band_error(endpoint: str, response: httpx.Response) -> str:
         assert [e.get("event") for e in events[-2:]] == ["error", "final_end"]
         return str(orjson.loads(events[-2]["data"])["code"])
     if endpoint == "openai":
-        events = [e["data"] for e in parse_sse(text)]
-        assert events[-1] == "[DONE]"
-        return str(orjson.loads(events[-2])["error"]["code"])
+        data = [e["data"] for e in parse_sse(text)]
+        assert data[-1] == "[DONE]"
+        return str(orjson.loads(data[-2])["error"]["code"])
     if endpoint == "anthropic":
         events = parse_sse(text)
         assert events[-1]["event"] == "error" and "message_stop" not in text

@@ -218,8 +218,9 @@ def test_slow_request_heads_are_closed_within_the_header_timeout(gw: GatewayProc
             deadline = start + HEADER_TIMEOUT + 3
             while len(closed_after) < len(sockets) and time.monotonic() < deadline:
                 for key, _ in selector.select(timeout=0.1):
-                    sock = key.fileobj
-                    assert isinstance(sock, socket.socket)
+                    ready = key.fileobj
+                    assert isinstance(ready, socket.socket)
+                    sock = ready
                     try:
                         chunk = sock.recv(4096)
                     except ConnectionResetError:

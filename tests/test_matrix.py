@@ -79,8 +79,8 @@ def via_openai(gw: GatewayProcess, model: str, stream: bool, tools: bool) -> Res
         message = completion.choices[0].message
         reasoning_text = "".join(reasoning)
     else:
-        completion = client.chat.completions.create(**kwargs)  # type: ignore[assignment]
-        message = completion.choices[0].message  # type: ignore[assignment]
+        completion = client.chat.completions.create(**kwargs)
+        message = completion.choices[0].message
         reasoning_text = (message.model_extra or {}).get("reasoning_content") or ""
     usage = completion.usage
     assert usage is not None
@@ -132,7 +132,7 @@ def via_anthropic(gw: GatewayProcess, model: str, stream: bool, tools: bool) -> 
     return Result(
         text="".join(b.text for b in message.content if b.type == "text"),
         reasoning="".join(b.thinking for b in message.content if b.type == "thinking"),
-        tool_calls=[(b.name, dict(b.input)) for b in message.content if b.type == "tool_use"],  # type: ignore[arg-type]
+        tool_calls=[(b.name, dict(b.input)) for b in message.content if b.type == "tool_use"],
         finish=ANTHROPIC_STOP.get(message.stop_reason or "", message.stop_reason),
         usage={
             "input": u.input_tokens + cache_read + (u.cache_creation_input_tokens or 0),

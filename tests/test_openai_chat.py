@@ -159,7 +159,7 @@ def test_errors_before_first_byte_raise_the_right_sdk_error(
     with pytest.raises(error) as info:
         result = client.chat.completions.create(model=model, messages=MESSAGES, stream=stream)
         if stream:
-            list(result)  # type: ignore[arg-type]
+            list(result)
     assert getattr(info.value, "status_code", None) == status
     body = getattr(info.value, "body", None)
     assert isinstance(body, dict) and body["message"] and body["type"]

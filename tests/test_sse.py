@@ -149,7 +149,7 @@ def test_any_split_gives_the_same_events(cuts: list[int]) -> None:
 
 
 text_values = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=40
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=40
 )
 
 

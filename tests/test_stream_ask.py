@@ -49,7 +49,8 @@ def assert_well_formed(events: list[dict[str, Any]]) -> dict[str, Any]:
     assert [e["id"] for e in events] == [str(i) for i in range(1, len(events) + 1)]
     assert [e["event"] for e in events].count("final_end") == 1
     assert events[-1]["event"] == "final_end"
-    return events[-1]["data"]
+    data: dict[str, Any] = events[-1]["data"]
+    return data
 
 
 def test_demo_answers_with_the_documented_stream(start_gateway: Any) -> None:

@@ -55,9 +55,9 @@ def test_the_sdk_reads_a_pass_through_stream_whose_end_was_cut(
     gateway: GatewayProcess, scenario: str
 ) -> None:
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
-    stream = client.chat.completions.create(
+    stream = client.chat.completions.create(  # type: ignore[call-overload]
         model=f"openai-{scenario}",
-        messages=MESSAGES,  # type: ignore[arg-type]
+        messages=MESSAGES,
         stream=True,
         stream_options={"include_usage": True},
     )

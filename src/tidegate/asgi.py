@@ -8,7 +8,8 @@ group per streaming response) costs more CPU and memory than the whole relay of 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, Required, TypedDict
 from urllib.parse import parse_qsl
 
 import orjson
@@ -16,8 +17,49 @@ import orjson
 from tidegate.errors import ClientDisconnected, InvalidRequest, PayloadTooLarge, RequestTimeout
 
 Scope = dict[str, Any]
-Receive = Any
-Send = Any
+
+
+class RequestMessage(TypedDict):
+    """A piece of the request body (`more_body` false on the last)."""
+
+    type: Literal["http.request"]
+    body: bytes
+    more_body: bool
+
+
+class DisconnectMessage(TypedDict):
+    """The client went away."""
+
+    type: Literal["http.disconnect"]
+
+
+class ResponseStart(TypedDict):
+    """The status line and headers."""
+
+    type: Literal["http.response.start"]
+    status: int
+    headers: list[tuple[bytes, bytes]]
+
+
+class ResponseBody(TypedDict):
+    """A piece of the response body (`more_body` false on the last)."""
+
+    type: Literal["http.response.body"]
+    body: bytes
+    more_body: bool
+
+
+class LifespanMessage(TypedDict, total=False):
+    """Start-up and shutdown, both ways."""
+
+    type: Required[str]
+    message: str
+
+
+ReceiveMessage = RequestMessage | DisconnectMessage | LifespanMessage
+SendMessage = ResponseStart | ResponseBody | LifespanMessage
+Receive = Callable[[], Awaitable[ReceiveMessage]]
+Send = Callable[[SendMessage], Awaitable[None]]
 
 
 class Request:
@@ -94,9 +136,9 @@ async def _receive_body(receive: Receive, limit: int) -> bytes:
     size = 0
     while True:
         message = await receive()
-        if message["type"] == "http.disconnect":
+        if message["type"] != "http.request":
             raise ClientDisconnected("the client disconnected while sending the body")
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
         if chunk:
             size += len(chunk)
             if size > limit:

@@ -20,8 +20,8 @@ whatever happens, including cancellation when the client goes away.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
+from tidegate.asgi import Send
 from tidegate.attempt import READ_SLICE, Attempt
 from tidegate.context import RequestContext
 from tidegate.errors import GatewayError, UpstreamProtocolError, as_gateway_error
@@ -39,8 +39,6 @@ from tidegate.providers.http import upstream_error_from_exception
 from tidegate.redact import StreamRedactor
 from tidegate.services import Services
 from tidegate.settings import RoutingConfig
-
-Send = Any  # the ASGI send callable
 
 #: The longest error message a client sees (redacted first, then shortened to this).
 MESSAGE_CHARS = 1000

@@ -223,6 +223,7 @@ def first_events(wire: str) -> bytes:
             + sse(block, "content_block_start")
             + sse(delta, "content_block_delta")
         )
+    chunk: dict[str, Any]
     if wire == "gemini":
         chunk = {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi. "}]}}]}
         return sse(chunk, sep=b"\r\n")
@@ -255,6 +256,7 @@ def end_events(wire: str) -> bytes:
             {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {}},
             "message_delta",
         ) + sse({"type": "message_stop"}, "message_stop")
+    chunk: dict[str, Any]
     if wire == "gemini":
         chunk = {
             "candidates": [

@@ -20,7 +20,7 @@ import copy
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,15 @@ def _for_drawing(schema: Any) -> Any:
     return out
 
 
+def _other_kind(kind: str) -> Callable[[Any], bool]:
+    """A filter keeping JSON values of any kind but `kind`."""
+    return lambda value: _kind(value) != kind
+
+
 def bodies(model: type[BaseModel]) -> st.SearchStrategy[dict[str, Any]]:
     """Valid bodies of a request model, drawn from its JSON schema."""
-    return from_schema(_for_drawing(model.model_json_schema()))
+    strategy: st.SearchStrategy[Any] = from_schema(_for_drawing(model.model_json_schema()))
+    return strategy
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -161,8 +167,7 @@ def confused(draw: st.DrawFn, valid: st.SearchStrategy[dict[str, Any]]) -> dict[
         if action == "delete":
             del parent[path[-1]]
         else:
-            old_kind = _kind(parent[path[-1]])
-            parent[path[-1]] = draw(json_values.filter(lambda v, k=old_kind: _kind(v) != k))
+            parent[path[-1]] = draw(json_values.filter(_other_kind(_kind(parent[path[-1]]))))
     return body
 
 

@@ -53,7 +53,7 @@ def hostile() -> Iterator[HostileUpstream]:
 @pytest.fixture(scope="module")
 def hgw(hostile: HostileUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     base = hostile.url
-    models = [
+    models: list[dict[str, Any]] = [
         {"name": "openai-h", "provider": "openai", "base_url": base + "/v1"},
         {"name": "anthropic-h", "provider": "anthropic", "base_url": base},
         {"name": "gemini-h", "provider": "gemini", "base_url": base, "model": "g"},

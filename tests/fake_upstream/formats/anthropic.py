@@ -27,7 +27,7 @@ from tests.fake_upstream.formats.base import Format
 
 class AnthropicFormat(Format):
     def frame(self, payload: Any, sep: str) -> bytes:
-        name = payload["type"].encode()
+        name: bytes = payload["type"].encode()
         return (
             b"event: "
             + name

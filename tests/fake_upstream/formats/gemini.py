@@ -103,6 +103,7 @@ class GeminiFormat(Format):
         return {"error": {"code": 503, "message": message, "status": "UNAVAILABLE"}}
 
     def whole(self, kind: str) -> Any:
+        parts: list[dict[str, Any]]
         if kind == "tools":
             parts = [{"functionCall": {"name": n, "args": a}} for _, n, a, _ in TOOL_CALLS]
         elif kind == "reasoning":
