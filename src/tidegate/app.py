@@ -33,6 +33,7 @@ from tidegate.errors import (
     MethodNotAllowed,
     NotFound,
     RequestTimeout,
+    ShuttingDown,
     Unauthorized,
 )
 from tidegate.logs import AccessLog, log
@@ -61,6 +62,7 @@ class Gateway:
         self._id_counter = itertools.count(1)
         self.loop_lag = self.services.loop_lag
         self.routes = RouteTable(all_routes())
+        self._draining = False
 
     @property
     def ready(self) -> bool:
@@ -68,6 +70,17 @@ class Gateway:
         return self.services.ready
 
     # -- lifespan ---------------------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        """The server stops accepting: open streams get `server.shutdown_grace` seconds to
+        finish, then each ends with an in-band "shutting down" error (called by the HTTP
+        protocol when the server begins its graceful shutdown)."""
+        if self._draining:
+            return
+        self._draining = True
+        reason = ShuttingDown("the gateway is shutting down; retry the request")
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.config.server.shutdown_grace, self.services.streams.stop_all, reason)
 
     async def startup(self) -> None:
         """Open the process's pooled upstream HTTP client and start the access log."""

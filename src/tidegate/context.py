@@ -37,6 +37,7 @@ class RequestContext:
         "start",
         "status",
         "stream",
+        "stream_id",
         "tried",
         "upstream",
         "usage",
@@ -60,6 +61,7 @@ class RequestContext:
         self.model: str | None = None
         self.upstream: str | None = None
         self.stream = False
+        self.stream_id: str | None = None
         self.status = 0
         self.error_code: str | None = None
         self.error_detail: str | None = None  # log-only, see GatewayError.detail
@@ -127,6 +129,8 @@ class RequestContext:
             fields["tokens_reasoning"] = usage.reasoning_tokens
         if self.key_id is not None:
             fields["key"] = self.key_id
+        if self.stream_id is not None:
+            fields["stream_id"] = self.stream_id
         if self.deployment is not None or self.tried is not None:
             fields["deployment"] = self.deployment or self.tried
         if self.attempts:

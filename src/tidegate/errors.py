@@ -23,6 +23,8 @@ GatewayError                          status  code
 │   ├── UpstreamProtocolError         502     upstream_protocol_error (malformed, truncated)
 │   ├── UpstreamStatusError           by upstream status (see below)
 │   └── UpstreamUnavailable           503     upstream_unavailable (every deployment cooling down)
+├── ShuttingDown                      503     shutting_down (open at the end of the grace period)
+├── StreamCancelled                   409     cancelled (a cancel request stopped the stream)
 ├── InternalError                     500     internal_error
 └── ConfigError                       start-up only: names the field and the fix
 ```
@@ -236,6 +238,20 @@ class UpstreamUnavailable(UpstreamError):
     @property
     def retry_after(self) -> float | None:
         return self._retry_after
+
+
+class ShuttingDown(GatewayError):
+    """The gateway is stopping: a stream still open at the end of the grace period ends so."""
+
+    status = 503
+    code = "shutting_down"
+
+
+class StreamCancelled(GatewayError):
+    """The stream was cancelled on request (`POST /v1/streams/{id}/cancel`)."""
+
+    status = 409
+    code = "cancelled"
 
 
 class InternalError(GatewayError):

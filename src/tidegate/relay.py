@@ -39,6 +39,7 @@ from tidegate.providers.http import upstream_error_from_exception
 from tidegate.redact import StreamRedactor
 from tidegate.services import Services
 from tidegate.settings import RoutingConfig
+from tidegate.streams import RunningStream
 
 #: The longest error message a client sees (redacted first, then shortened to this).
 MESSAGE_CHARS = 1000
@@ -71,6 +72,9 @@ async def relay_stream(
     config = services.config
     state = StreamState()
     redactor = ctx.redactor.stream()
+    running = services.streams.start(ctx.key_id)
+    ctx.stream_id = running.id
+    ctx.headers_out.append((b"x-tidegate-stream-id", running.id.encode()))
     keepalive = KeepAlive(ctx, encoder, send, config.routing)
     skip_end = False
     opened = False
@@ -79,8 +83,17 @@ async def relay_stream(
         async with open_stream(ctx, router, model, prepare, config.routing, clock) as attempt:
             opened = True
             await keepalive.stop()
-            skip_end = await _forward(ctx, attempt, encoder, state, send, redactor)
+            skip_end = await _forward(ctx, attempt, encoder, state, send, redactor, running)
         # Leaving the block released the upstream: the last write below holds nothing of it.
+    except asyncio.CancelledError:
+        # Stopped before the first event (cancelled, shutting down): an error like any other.
+        reason = running.absorb()
+        if reason is None:
+            raise
+        await keepalive.stop()
+        if not ctx.committed:
+            raise reason from None
+        state.error = reason
     except GatewayError as err:
         if opened:
             raise
@@ -89,6 +102,7 @@ async def relay_stream(
             raise
         state.error = err
     finally:
+        services.streams.end(running)
         keepalive.cancel()
         ctx.usage = state.usage
         ctx.finish_reason = state.finish_reason
@@ -115,6 +129,7 @@ async def _forward(
     state: StreamState,
     send: Send,
     redactor: StreamRedactor,
+    running: RunningStream,
 ) -> bool:
     """Commit and forward until the upstream ends or fails; true if its end was forwarded."""
     ctx.mark_first_byte()
@@ -137,9 +152,10 @@ async def _forward(
     try:
         await _pump(opened, encoder, state, send, filt, redactor)
     except asyncio.CancelledError:
-        if not opened.dog.cancelled_us():
+        own = _own_cancellation(opened, running)
+        if own is None:
             raise
-        state.error = opened.dog.error()
+        state.error = own
     except GatewayError as err:
         state.error = err
     except Exception as exc:
@@ -295,6 +311,24 @@ async def _pump(
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         elif events:
             await _send_body(send, redact(encoder.encode(events)))
+
+
+def _own_cancellation(attempt: Attempt, running: RunningStream) -> GatewayError | None:
+    """On `CancelledError` in the relay: the error of the relay's own cancellations (a deadline
+    of the watchdog, a stop of the stream), each absorbed; None if another cancellation (the
+    client went away) remains, which must propagate."""
+    causes: list[GatewayError] = []
+    if attempt.dog.expired is not None:
+        causes.append(attempt.dog.error())
+    if running.reason is not None:
+        causes.append(running.reason)
+    task = asyncio.current_task()
+    if not causes or task is None:
+        return None
+    left = 0
+    for _ in causes:
+        left = task.uncancel()
+    return causes[-1] if left == 0 else None
 
 
 def _event_end(sent: bytes) -> bytes:

@@ -57,7 +57,8 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
         "access_log": False,
         "server_header": False,
         "proxy_headers": False,  # client addresses are not used; skip the middleware
-        "timeout_graceful_shutdown": 10,
+        # uvicorn waits a little longer than the app's grace, in which every stream ends.
+        "timeout_graceful_shutdown": int(config.server.shutdown_grace) + 5,
     }
     try:
         if args.workers == 1:

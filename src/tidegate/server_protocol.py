@@ -205,6 +205,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
 
+    def shutdown(self) -> None:
+        """The server begins a graceful shutdown: tell the app first (it gives open streams
+        their grace period), then let uvicorn close idle connections."""
+        begin_drain = getattr(self.app, "begin_drain", None)
+        if begin_drain is not None:
+            begin_drain()
+        super().shutdown()
+
     def on_response_complete(self) -> None:
         """After a response: if its request's body is still arriving, the app answered without
         reading it (401, 413, 408), so end the connection rather than read the body forever."""

@@ -15,12 +15,22 @@ from tidegate.providers.http import AiohttpClient, UpstreamClient
 from tidegate.redact import Redactor
 from tidegate.settings import Config
 from tidegate.state import State, open_state
+from tidegate.streams import StreamRegistry
 
 
 class Services:
     """The shared objects of one gateway process."""
 
-    __slots__ = ("client", "clock", "config", "loop_lag", "redactor", "router", "state")
+    __slots__ = (
+        "client",
+        "clock",
+        "config",
+        "loop_lag",
+        "redactor",
+        "router",
+        "state",
+        "streams",
+    )
 
     def __init__(
         self,
@@ -36,6 +46,8 @@ class Services:
         self.redactor = Redactor(config.secrets())
         self.clock = clock
         self.loop_lag = LoopLag()
+        #: The streams this process is serving (stop one, or all at shutdown).
+        self.streams = StreamRegistry()
         #: Shared state (memory, or Redis for several instances); connects on first use.
         self.state: State = state if state is not None else open_state(config.state)
         #: The one pooled upstream client, open between the app's start-up and shutdown.

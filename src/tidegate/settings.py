@@ -174,6 +174,13 @@ class HttpConfig(Frozen):
     keepalive_seconds: PositiveFloat = 30.0
 
 
+class ServerConfig(Frozen):
+    """How the server stops: streams still open get `shutdown_grace` seconds to finish, then
+    end with an in-band error."""
+
+    shutdown_grace: float = Field(default=10.0, ge=0, le=3600)
+
+
 class Config(Frozen):
     """The validated configuration of one gateway process."""
 
@@ -183,6 +190,7 @@ class Config(Frozen):
     limits: LimitsConfig = LimitsConfig()
     http: HttpConfig = HttpConfig()
     routing: RoutingConfig = RoutingConfig()
+    server: ServerConfig = ServerConfig()
     #: Where shared state lives: `memory` (this process) or a `redis://` URL (all instances).
     state: str = "memory"
     source: str = "built-in"
