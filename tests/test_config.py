@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from tidegate.config import load_config, read_environment
 from tidegate.errors import ConfigError
@@ -42,7 +43,9 @@ def test_env_substitution_and_defaults(tmp_path: Path) -> None:
     assert isinstance(model, HttpDeploymentSettings)
     assert model.api_key is not None and model.api_key.get_secret_value() == "sk-123456"
     assert model.upstream_model == "gpt-x"
-    assert [k.get_secret_value() for k in config.auth.api_keys] == ["c-1"]
+    assert [k.get_secret_value() for k in config.auth.api_keys if isinstance(k, SecretStr)] == [
+        "c-1"
+    ]
     assert model.timeouts.first_byte == 60 and model.timeouts.idle == 60
 
 

@@ -14,14 +14,13 @@ key is configured and is open only when none is (local development).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import itertools
 import os
 import re
 from collections.abc import Awaitable
 
 from tidegate.asgi import DisconnectWatcher, Receive, Request, Scope, Send, send_bytes
+from tidegate.auth import Identity, key_hash, presented_key
 from tidegate.context import CLIENT_CLOSED, RequestContext
 from tidegate.endpoints import all_routes, health
 from tidegate.endpoints.base import ErrorRenderer, RouteTable
@@ -53,8 +52,6 @@ class Gateway:
         self.redact = self.services.redactor
         self.access_log = AccessLog(self.redact)
         self.router = self.services.router
-        self._keys = [k.get_secret_value().encode() for k in config.auth.api_keys]
-        self._admin_keys = [k.get_secret_value().encode() for k in config.auth.admin_keys]
         self.max_body = config.limits.max_body_bytes
         self.body_timeout = config.limits.body_timeout
         # Request ids: a random per-process prefix and a counter (unique, and cheap to make).
@@ -142,9 +139,9 @@ class Gateway:
             # Anything under /admin/ is admin, whatever its route says.
             access = "admin" if request.path.startswith("/admin/") else route.access
             if access == "client":
-                ctx.key_id = self._check_client_key(request, route.key_hint)
+                ctx.identity = await self._identify_client(request, route.key_hint)
             elif access == "admin":
-                self._check_admin_key(request)
+                await self._check_admin_key(request)
             if request.method == "POST":
                 await request.read_body(receive, self.max_body, self.body_timeout)
             watcher = DisconnectWatcher(receive)
@@ -194,51 +191,31 @@ class Gateway:
         body = self.redact.bytes(render(err))
         await send_bytes(send, err.status, body, headers=headers)
 
-    def _check_client_key(self, request: Request, hint: str) -> str | None:
-        """The short id of the client key presented (None when no keys are configured); a
+    async def _identify_client(self, request: Request, hint: str) -> Identity | None:
+        """The identity of the client key presented (None when no keys are configured); a
         missing or unknown key is a 401 saying how this API's clients send it."""
-        if not self._keys:
+        keys = self.services.keys
+        if not keys.has_client_keys:
             return None
-        given = _given_key(request, admin=False)
-        for key in self._keys:
-            if given and hmac.compare_digest(given, key):
-                return key_id(key)
-        raise Unauthorized(f"missing or unknown client key; send it as {hint}")
+        given = presented_key(request, admin=False)
+        identity = await keys.find(key_hash(given)) if given else None
+        if identity is None:
+            raise Unauthorized(f"missing or unknown client key; send it as {hint}")
+        return identity
 
-    def _check_admin_key(self, request: Request) -> None:
-        if not self._admin_keys:
-            if self._keys:
+    async def _check_admin_key(self, request: Request) -> None:
+        keys = self.services.keys
+        if not keys.has_admin_keys:
+            if keys.has_client_keys:
                 raise Forbidden("the admin API is closed: set auth.admin_keys to use the admin API")
             return  # no keys configured at all: local development
-        given = _given_key(request, admin=True)
-        if _matches(given, self._admin_keys):
+        given = presented_key(request, admin=True)
+        digest = key_hash(given)
+        if given and keys.admin(digest) is not None:
             return
-        if _matches(given, self._keys):
+        if given and await keys.find(digest) is not None:
             raise Forbidden("this route needs an admin key (auth.admin_keys), not a client key")
         raise Unauthorized("missing or unknown admin key; send it as 'Authorization: Bearer <key>'")
-
-
-def _given_key(request: Request, *, admin: bool) -> bytes:
-    """The key a request presents: `Authorization: Bearer` or `x-api-key`; for client keys also
-    `x-goog-api-key` and `?key=` (Gemini's forms, which admin keys are never sent in)."""
-    given = request.header(b"authorization")
-    if given[:7].lower() == "bearer ":
-        given = given[7:].strip()
-    given = given or request.header(b"x-api-key")
-    if not admin:
-        given = given or request.header(b"x-goog-api-key")
-        if not given and request.query_string:
-            given = request.query.get("key", "")
-    return given.encode()
-
-
-def key_id(key: bytes) -> str:
-    """How logs name a client key without revealing it: a short prefix of its SHA-256."""
-    return "key-" + hashlib.sha256(key).hexdigest()[:10]
-
-
-def _matches(given: bytes, keys: list[bytes]) -> bool:
-    return bool(given) and any(hmac.compare_digest(given, key) for key in keys)
 
 
 async def _nothing() -> None:

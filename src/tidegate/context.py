@@ -6,6 +6,7 @@ import re
 import time
 from typing import Any
 
+from tidegate.auth import Identity
 from tidegate.events import Usage
 from tidegate.providers.http import UpstreamClient
 from tidegate.redact import Redactor
@@ -28,7 +29,7 @@ class RequestContext:
         "finish_reason",
         "first_byte_at",
         "headers_out",
-        "key_id",
+        "identity",
         "model",
         "redactor",
         "request_id",
@@ -70,7 +71,7 @@ class RequestContext:
         self.dropped: list[str] = []
         self.deployment: str | None = None  # the deployment that served the request
         self.tried: str | None = None  # the deployment tried last
-        self.key_id: str | None = None  # the client key's name, or a short hash of it
+        self.identity: Identity | None = None  # the client key's identity (None: no keys)
         self.attempts = 0
         self.skipped = 0  # deployments passed over: cooling down or at their limit
         self.skipped_lines = 0  # unreadable upstream events skipped in the answer
@@ -127,8 +128,10 @@ class RequestContext:
             fields["tokens_cache_read"] = usage.cache_read_tokens
             fields["tokens_cache_write"] = usage.cache_write_tokens
             fields["tokens_reasoning"] = usage.reasoning_tokens
-        if self.key_id is not None:
-            fields["key"] = self.key_id
+        if self.identity is not None:
+            fields["key"] = self.identity.label
+            if self.identity.user is not None:
+                fields["user"] = self.identity.user
         if self.stream_id is not None:
             fields["stream_id"] = self.stream_id
         if self.deployment is not None or self.tried is not None:

@@ -72,7 +72,7 @@ async def relay_stream(
     config = services.config
     state = StreamState()
     redactor = ctx.redactor.stream()
-    running = services.streams.start(ctx.key_id)
+    running = services.streams.start(ctx.identity.subject if ctx.identity else None)
     ctx.stream_id = running.id
     ctx.headers_out.append((b"x-tidegate-stream-id", running.id.encode()))
     keepalive = KeepAlive(ctx, encoder, send, config.routing)

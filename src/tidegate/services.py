@@ -8,6 +8,7 @@ modules never import the app (no cycle), and tests can build one around an in-me
 from __future__ import annotations
 
 from tidegate import __version__
+from tidegate.auth import StaticKeys
 from tidegate.clock import SYSTEM_CLOCK, Clock
 from tidegate.deployments import Router
 from tidegate.loopwatch import LoopLag
@@ -25,6 +26,7 @@ class Services:
         "client",
         "clock",
         "config",
+        "keys",
         "loop_lag",
         "redactor",
         "router",
@@ -46,6 +48,8 @@ class Services:
         self.redactor = Redactor(config.secrets())
         self.clock = clock
         self.loop_lag = LoopLag()
+        #: The client and admin keys, and who they stand for.
+        self.keys = StaticKeys(config.auth)
         #: The streams this process is serving (stop one, or all at shutdown).
         self.streams = StreamRegistry()
         #: Shared state (memory, or Redis for several instances); connects on first use.

@@ -135,14 +135,22 @@ class StreamAskConfig(Frozen):
     model: str | None = None
 
 
+class ClientKey(Frozen):
+    """A client key with the user it belongs to and a name for the logs."""
+
+    key: SecretStr
+    user: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
 class AuthConfig(Frozen):
-    """Client keys and admin keys.
+    """Client keys (plain, or `{key, user, name}`) and admin keys.
 
     With client keys set, every endpoint but the health checks requires one. `/admin/` routes
     require an admin key whenever any key is configured; with no keys at all they are open.
     """
 
-    api_keys: tuple[SecretStr, ...] = ()
+    api_keys: tuple[SecretStr | ClientKey, ...] = ()
     admin_keys: tuple[SecretStr, ...] = ()
 
 
@@ -210,6 +218,9 @@ class Config(Frozen):
         """Every secret value in the configuration, for redaction: upstream keys, extra
         headers, client and admin keys, and passwords inside `base_url`s."""
         values = [v for m in self.models for v in m.secrets()]
-        values += [k.get_secret_value() for k in self.auth.api_keys]
+        values += [
+            (k.key if isinstance(k, ClientKey) else k).get_secret_value()
+            for k in self.auth.api_keys
+        ]
         values += [k.get_secret_value() for k in self.auth.admin_keys]
         return [v for v in values if len(v) >= 4]
