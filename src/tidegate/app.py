@@ -14,6 +14,7 @@ key is configured and is open only when none is (local development).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
@@ -39,6 +40,7 @@ from tidegate.logs import AccessLog, log
 from tidegate.relay import MESSAGE_CHARS
 from tidegate.services import Services
 from tidegate.settings import Config
+from tidegate.streams import Unsubscribe, listen_for_cancels
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -60,6 +62,8 @@ class Gateway:
         self.loop_lag = self.services.loop_lag
         self.routes = RouteTable(all_routes())
         self._draining = False
+        self.state = self.services.state
+        self._unsubscribe: Unsubscribe | None = None
 
     @property
     def ready(self) -> bool:
@@ -84,9 +88,19 @@ class Gateway:
         self.access_log.start()
         self.loop_lag.start()
         await self.services.client.start()
+        try:
+            self._unsubscribe = await listen_for_cancels(self.services.streams, self.state)
+        except Exception as exc:  # the state store is down: everything else still works
+            log.warning(
+                "cancelling streams through other instances is unavailable: %s",
+                self.redact(str(exc)),
+            )
 
     async def shutdown(self) -> None:
         """Close the HTTP client and its pooled connections; flush the access log."""
+        if self._unsubscribe is not None:
+            with contextlib.suppress(Exception):
+                await self._unsubscribe()
         await self.services.client.aclose()
         await self.services.state.aclose()
         self.loop_lag.stop()
@@ -144,7 +158,7 @@ class Gateway:
                 await self._check_admin_key(request)
             if request.method == "POST":
                 await request.read_body(receive, self.max_body, self.body_timeout)
-            watcher = DisconnectWatcher(receive)
+            watcher = ctx.watcher = DisconnectWatcher(receive)
             assert found is not None
             request.params = found[1]
             await route.handler(self.services, ctx, request, send)

@@ -170,9 +170,12 @@ class DisconnectWatcher:
     a silent upstream nothing else would notice. One pending `receive()` per request is kept,
     with a callback instead of a watching coroutine (one frame less per open stream). The task
     calls `done()` when it has finished, so a disconnect reported afterwards cancels nothing.
+
+    A resumable stream sets `on_disconnect`: called instead of cancelling, it decides (True:
+    keep the task running, generating for a client that may come back).
     """
 
-    __slots__ = ("_finished", "_pending", "_receive", "_target", "disconnected")
+    __slots__ = ("_finished", "_pending", "_receive", "_target", "disconnected", "on_disconnect")
 
     def __init__(self, receive: Receive):
         task = asyncio.current_task()
@@ -181,6 +184,7 @@ class DisconnectWatcher:
         self._receive = receive
         self._finished = False
         self.disconnected = False
+        self.on_disconnect: Callable[[], bool] | None = None
         self._pending: asyncio.Future[Any] | None = None
         self._arm()
 
@@ -193,7 +197,8 @@ class DisconnectWatcher:
             return
         if future.exception() is not None or future.result()["type"] == "http.disconnect":
             self.disconnected = True
-            self._target.cancel()
+            if self.on_disconnect is None or not self.on_disconnect():
+                self._target.cancel()
         else:
             self._arm()  # a request message after the body (an empty one for GET): keep watching
 

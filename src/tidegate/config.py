@@ -33,7 +33,7 @@ from pydantic.fields import FieldInfo
 from tidegate.errors import ConfigError
 from tidegate.providers import provider_class, provider_names
 from tidegate.redact import Redactor
-from tidegate.settings import Config, DeploymentSettings
+from tidegate.settings import Config, DeploymentSettings, FunctionStep, LLMStep
 
 #: How many values (scalars, lists, mappings) a YAML file may expand to through aliases.
 MAX_YAML_VALUES = 50_000
@@ -355,11 +355,70 @@ def _check_semantics(config: Config) -> None:
                 )
             if fallback == m.name:
                 raise ConfigError(f"models[{i}].fallbacks", "a model cannot fall back to itself")
+    _check_workflows(config, names)
     if config.stream_ask.model is not None and config.stream_ask.model not in names:
         raise ConfigError(
             "stream_ask.model",
             f"names {config.stream_ask.model!r}, which no models: entry defines",
             f"use one of: {', '.join(names)}",
+        )
+
+
+_STEP_REF = re.compile(r"\{steps\.([A-Za-z0-9_-]+)\.output\}")
+
+
+def _check_workflows(config: Config, models: list[str]) -> None:
+    """Workflow names unique, steps named once, models defined, references to earlier steps
+    only, functions importable; `workflow_query.workflow` names a workflow."""
+    import importlib
+
+    seen: set[str] = set()
+    for i, workflow in enumerate(config.workflows):
+        where = f"workflows[{i}]"
+        if workflow.name in seen:
+            raise ConfigError(f"{where}.name", f"{workflow.name!r} is defined twice")
+        seen.add(workflow.name)
+        earlier: list[str] = []
+        for j, step in enumerate(workflow.steps):
+            at = f"{where}.steps[{j}]"
+            if step.name in earlier:
+                raise ConfigError(f"{at}.name", f"{step.name!r} is used by an earlier step")
+            texts = [c.value for c in step.when]
+            if isinstance(step, LLMStep):
+                if step.model not in models:
+                    raise ConfigError(
+                        f"{at}.model",
+                        f"names {step.model!r}, which no models: entry defines",
+                        f"use one of: {', '.join(models)}",
+                    )
+                texts += [step.prompt, step.system or ""]
+            for text in texts:
+                for ref in _STEP_REF.findall(text) + re.findall(r"^steps\.([^.]+)\.output$", text):
+                    if ref not in earlier:
+                        raise ConfigError(
+                            at,
+                            f"refers to step {ref!r}, which does not come before it",
+                            f"use one of: {', '.join(earlier) or '(no earlier step)'}",
+                        )
+            if isinstance(step, FunctionStep):
+                module, _, name = step.function.partition(":")
+                try:
+                    target = getattr(importlib.import_module(module), name)
+                except (ImportError, AttributeError) as exc:
+                    raise ConfigError(
+                        f"{at}.function",
+                        f"cannot load {step.function!r}: {type(exc).__name__}: {exc}",
+                        "give an importable module path and a function name, module.path:name",
+                    ) from None
+                if not callable(target):
+                    raise ConfigError(f"{at}.function", f"{step.function!r} is not callable")
+            earlier.append(step.name)
+    wanted = config.workflow_query.workflow
+    if wanted is not None and wanted not in seen:
+        raise ConfigError(
+            "workflow_query.workflow",
+            f"names {wanted!r}, which no workflows: entry defines",
+            f"use one of: {', '.join(seen) or '(none defined)'}",
         )
 
 

@@ -6,6 +6,7 @@ import re
 import time
 from typing import Any
 
+from tidegate.asgi import DisconnectWatcher
 from tidegate.auth import Identity
 from tidegate.events import Usage
 from tidegate.providers.http import UpstreamClient
@@ -43,6 +44,7 @@ class RequestContext:
         "upstream",
         "usage",
         "waited",
+        "watcher",
     )
 
     def __init__(
@@ -63,6 +65,8 @@ class RequestContext:
         self.upstream: str | None = None
         self.stream = False
         self.stream_id: str | None = None
+        #: Watches for the client leaving (set by the app once the body is read).
+        self.watcher: DisconnectWatcher | None = None
         self.status = 0
         self.error_code: str | None = None
         self.error_detail: str | None = None  # log-only, see GatewayError.detail
@@ -94,6 +98,12 @@ class RequestContext:
     def overhead_ms(self) -> float:
         """Milliseconds the gateway itself has spent so far (upstream waits excluded)."""
         return max(0.0, (time.perf_counter() - self.start - self.waited) * 1000)
+
+    @property
+    def owner(self) -> str:
+        """Who this request's streams and sessions belong to: the client's subject, or
+        `anonymous` when the gateway has no client keys."""
+        return self.identity.subject if self.identity is not None else "anonymous"
 
     def response_headers(self) -> list[tuple[bytes, bytes]]:
         """The headers to send with the response: request id, deployment, attempts, overhead."""

@@ -281,3 +281,79 @@ class CompletionBuilder:
             for _, parts in sorted(self._calls.items())
         ]
         return c
+
+
+# ---------------------------------------------------------------------------------------------
+# Workflow runs: what a run says, in order — `RunStart`, per step `StepStart`, `Progress`,
+# `Chunk`s and `StepEnd`, then on failure a `RunError`, and always last `RunEnd`.
+
+
+@dataclass(slots=True)
+class RunStart:
+    """The run began."""
+
+    run_id: str
+    workflow: str
+    total_steps: int
+
+
+@dataclass(slots=True)
+class StepStart:
+    """A step began (`index` counts from 1)."""
+
+    index: int
+    total: int
+    name: str
+
+
+@dataclass(slots=True)
+class Progress:
+    """Where the run is: step `index` of `total`, time so far and the estimated time left
+    (from the steps' durations in earlier runs; None until every remaining step has one)."""
+
+    step: str
+    index: int
+    total: int
+    elapsed_ms: int
+    eta_ms: int | None
+
+
+@dataclass(slots=True)
+class Chunk:
+    """A piece of a step's output."""
+
+    step: str
+    content: str
+
+
+@dataclass(slots=True)
+class StepEnd:
+    """A step ended (`skipped` when its `when:` did not hold)."""
+
+    index: int
+    name: str
+    usage: Usage | None
+    duration_ms: int
+    skipped: bool = False
+
+
+@dataclass(slots=True)
+class RunError:
+    """A step failed; the run ends after it."""
+
+    message: str
+    code: str
+    step: str | None
+
+
+@dataclass(slots=True)
+class RunEnd:
+    """The run ended: `completed`, `error` or `cancelled`; the usage of all its model steps."""
+
+    status: str
+    run_id: str
+    usage: Usage | None
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+WorkflowEvent = RunStart | StepStart | Progress | Chunk | StepEnd | RunError | RunEnd

@@ -20,12 +20,13 @@ whatever happens, including cancellation when the client goes away.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from tidegate.asgi import Send
 from tidegate.attempt import READ_SLICE, Attempt
 from tidegate.context import RequestContext
 from tidegate.errors import GatewayError, UpstreamProtocolError, as_gateway_error
-from tidegate.events import Completion
+from tidegate.events import ChatRequest, Completion, Event, StreamError
 from tidegate.failover import Prepare, complete, open_stream
 from tidegate.formats.base import (
     PARSE_ERRORS,
@@ -35,7 +36,8 @@ from tidegate.formats.base import (
     malformed,
 )
 from tidegate.logs import log
-from tidegate.providers.http import upstream_error_from_exception
+from tidegate.providers.base import Provider
+from tidegate.providers.http import UpstreamCall, upstream_error_from_exception
 from tidegate.redact import StreamRedactor
 from tidegate.services import Services
 from tidegate.settings import RoutingConfig
@@ -72,7 +74,7 @@ async def relay_stream(
     config = services.config
     state = StreamState()
     redactor = ctx.redactor.stream()
-    running = services.streams.start(ctx.identity.subject if ctx.identity else None)
+    running = await services.streams.start(ctx.owner)
     ctx.stream_id = running.id
     ctx.headers_out.append((b"x-tidegate-stream-id", running.id.encode()))
     keepalive = KeepAlive(ctx, encoder, send, config.routing)
@@ -102,7 +104,7 @@ async def relay_stream(
             raise
         state.error = err
     finally:
-        services.streams.end(running)
+        await services.streams.end(running)
         keepalive.cancel()
         ctx.usage = state.usage
         ctx.finish_reason = state.finish_reason
@@ -346,3 +348,62 @@ def _event_end(sent: bytes) -> bytes:
 async def _send_body(send: Send, body: bytes) -> None:
     if body:
         await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+async def stream_events(
+    services: Services, ctx: RequestContext, model: str, chat: ChatRequest
+) -> AsyncIterator[list[Event]]:
+    """The canonical events of `model`'s answer to `chat`, read by the gateway itself (a
+    workflow step): failover and deadlines as for any stream, the upstream released when the
+    iteration ends. Failures raise `GatewayError`, before or after the first events."""
+    chat.stream = True
+
+    def prepare(provider: Provider) -> tuple[UpstreamCall, bool]:
+        return provider.build_call(chat), False
+
+    routing = services.config.routing
+    async with open_stream(
+        ctx, services.router, model, prepare, routing, services.clock
+    ) as attempt:
+        parser, response = attempt.parser, attempt.response
+        assert parser is not None and response is not None
+        events, attempt.events = attempt.events, []
+        rest, attempt.leftover = attempt.leftover, b""
+        attempt.dog.streaming()
+        try:
+            while True:
+                for event in events:
+                    if isinstance(event, StreamError):
+                        raise as_gateway_error(event.error)
+                if events:
+                    yield events
+                if parser.done:
+                    return
+                if rest:
+                    chunk, rest = rest, b""
+                else:
+                    attempt.dog.begin_wait()
+                    chunk = await response.read_chunk()
+                    attempt.dog.end_wait()
+                try:
+                    events = parser.feed(chunk) if chunk else parser.finish()
+                except PARSE_ERRORS as exc:
+                    raise malformed(exc) from None
+                if not chunk:
+                    if not parser.complete and not any(isinstance(e, StreamError) for e in events):
+                        raise UpstreamProtocolError(
+                            "upstream stream ended before its end marker (truncated answer)"
+                        )
+                    for event in events:
+                        if isinstance(event, StreamError):
+                            raise as_gateway_error(event.error)
+                    if events:
+                        yield events
+                    return
+        except asyncio.CancelledError:
+            if not attempt.dog.cancelled_us():
+                raise
+            raise attempt.dog.error() from None
+        except GatewayError as err:
+            attempt.fail(err)
+            raise

@@ -50,10 +50,10 @@ class Services:
         self.loop_lag = LoopLag()
         #: The client and admin keys, and who they stand for.
         self.keys = StaticKeys(config.auth)
-        #: The streams this process is serving (stop one, or all at shutdown).
-        self.streams = StreamRegistry()
         #: Shared state (memory, or Redis for several instances); connects on first use.
         self.state: State = state if state is not None else open_state(config.state)
+        #: The streams this process is serving (stop one, or all at shutdown).
+        self.streams = StreamRegistry(self.state)
         #: The one pooled upstream client, open between the app's start-up and shutdown.
         self.client: UpstreamClient = client or AiohttpClient(
             pool_size=config.http.pool_size,

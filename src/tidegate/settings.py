@@ -7,6 +7,7 @@ it. Each provider declares its own `models:` settings by extending `DeploymentSe
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
@@ -189,6 +190,82 @@ class ServerConfig(Frozen):
     shutdown_grace: float = Field(default=10.0, ge=0, le=3600)
 
 
+class StepCondition(Frozen):
+    """When a workflow step runs: a test of an earlier output (or the input).
+
+    `value` is a dotted name: `input` or `steps.<name>.output`; `op` one of `==`, `!=`,
+    `contains`, `not_contains`, `matches` (a regular expression), `empty`, `not_empty`.
+    """
+
+    value: str = Field(pattern=r"^(input|steps\.[A-Za-z0-9_-]+\.output)$")
+    op: Literal["==", "!=", "contains", "not_contains", "matches", "empty", "not_empty"]
+    arg: str = ""
+
+
+class LLMStep(Frozen):
+    """A step answered by a model, streamed: a prompt template over `{input}` and earlier
+    steps' `{steps.<name>.output}`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    kind: Literal["llm"]
+    model: str
+    prompt: str = Field(min_length=1)
+    system: str | None = None
+    max_tokens: PositiveInt | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    when: tuple[StepCondition, ...] = ()
+
+
+class FunctionStep(Frozen):
+    """A step computed by a Python callable (`module.path:function`), sync or async, returning
+    or yielding text; it receives the input and the earlier outputs."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    kind: Literal["function"]
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    timeout: PositiveFloat = 60.0
+    when: tuple[StepCondition, ...] = ()
+
+
+class HTTPStep(Frozen):
+    """A step answered by a service: POST the context as JSON to `url`, take the text at the
+    dotted `field` of the JSON answer."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    kind: Literal["http"]
+    url: str = Field(pattern=r"^https?://")
+    field: str = "output"
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    timeout: PositiveFloat = 30.0
+    when: tuple[StepCondition, ...] = ()
+
+
+WorkflowStep = Annotated[LLMStep | FunctionStep | HTTPStep, Field(discriminator="kind")]
+
+
+class WorkflowConfig(Frozen):
+    """A named multi-step workflow, streamed with progress (docs/protocol.md)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = ""
+    steps: tuple[WorkflowStep, ...] = Field(min_length=1)
+
+
+class WorkflowQueryConfig(Frozen):
+    """Which workflow `/workflow/query` (the seed's front-end protocol) runs."""
+
+    workflow: str | None = None
+
+
+class StreamsConfig(Frozen):
+    """Resumable streams: how long a stream's events are kept after it ends, and how long a
+    stream whose client left keeps generating for a reconnect."""
+
+    retention: PositiveFloat = 300.0
+    resume_grace: float = Field(default=0.0, ge=0, le=3600)
+
+
 class Config(Frozen):
     """The validated configuration of one gateway process."""
 
@@ -199,6 +276,9 @@ class Config(Frozen):
     http: HttpConfig = HttpConfig()
     routing: RoutingConfig = RoutingConfig()
     server: ServerConfig = ServerConfig()
+    workflows: tuple[WorkflowConfig, ...] = ()
+    workflow_query: WorkflowQueryConfig = WorkflowQueryConfig()
+    streams: StreamsConfig = StreamsConfig()
     #: Where shared state lives: `memory` (this process) or a `redis://` URL (all instances).
     state: str = "memory"
     source: str = "built-in"
@@ -223,4 +303,11 @@ class Config(Frozen):
             for k in self.auth.api_keys
         ]
         values += [k.get_secret_value() for k in self.auth.admin_keys]
+        values += [
+            h.get_secret_value()
+            for w in self.workflows
+            for step in w.steps
+            if isinstance(step, HTTPStep)
+            for h in step.headers.values()
+        ]
         return [v for v in values if len(v) >= 4]

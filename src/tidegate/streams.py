@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 
-from tidegate.errors import GatewayError
+import orjson
+
+from tidegate.errors import GatewayError, StreamCancelled
+from tidegate.state import State
+
+Unsubscribe = Callable[[], Awaitable[None]]
 
 
 class RunningStream:
@@ -19,7 +25,7 @@ class RunningStream:
 
     __slots__ = ("id", "owner", "reason", "task")
 
-    def __init__(self, stream_id: str, owner: str | None, task: asyncio.Task[object]):
+    def __init__(self, stream_id: str, owner: str, task: asyncio.Task[object]):
         self.id = stream_id
         self.owner = owner
         self.task = task
@@ -42,28 +48,35 @@ class RunningStream:
 
 
 class StreamRegistry:
-    """Every stream this process is serving, by id."""
+    """Every stream this process is serving, by id; who started each is also recorded in the
+    shared state, so that a cancel or a resume arriving at another instance can be checked."""
 
-    __slots__ = ("_prefix", "_streams")
+    __slots__ = ("_prefix", "_state", "_streams")
 
-    def __init__(self) -> None:
+    def __init__(self, state: State) -> None:
         self._streams: dict[str, RunningStream] = {}
         self._prefix = os.urandom(4).hex()
+        self._state = state
 
     def __len__(self) -> int:
         return len(self._streams)
 
-    def start(self, owner: str | None) -> RunningStream:
-        """Register the current task's stream under a new id."""
+    async def start(self, owner: str) -> RunningStream:
+        """Register the current task's stream under a new id, owned by `owner`."""
         task = asyncio.current_task()
         assert task is not None
         stream = RunningStream(f"st_{self._prefix}{os.urandom(8).hex()}", owner, task)
         self._streams[stream.id] = stream
+        await self._state.set(OWNER_KEY + stream.id, owner.encode(), OWNER_TTL)
         return stream
 
-    def end(self, stream: RunningStream) -> None:
-        """The stream is over."""
+    async def end(self, stream: RunningStream, keep: float = 0) -> None:
+        """The stream is over; its owner is remembered `keep` more seconds (for a resume)."""
         self._streams.pop(stream.id, None)
+        if keep:
+            await self._state.set(OWNER_KEY + stream.id, stream.owner.encode() + _ENDED, keep)
+        else:
+            await self._state.delete(OWNER_KEY + stream.id)
 
     def get(self, stream_id: str) -> RunningStream | None:
         """A stream of this process, by id."""
@@ -72,3 +85,69 @@ class StreamRegistry:
     def stop_all(self, reason: GatewayError) -> int:
         """Stop every stream with `reason`; returns how many were stopped."""
         return sum(stream.stop(reason) for stream in list(self._streams.values()))
+
+
+OWNER_KEY = "stream-owner:"
+RESUMED_KEY = "stream-resumed:"
+LOG_PREFIX = "stream:"
+CANCEL_CHANNEL = "stream-cancel"
+
+
+class StreamLog:
+    """A stream's events kept in the shared state, so that a client can resume it (through any
+    instance) from the last event it saw: one log entry per event, numbered like the events'
+    `id:` lines, kept `retention` seconds after the stream ends."""
+
+    __slots__ = ("_state", "_ttl", "name")
+
+    def __init__(self, state: State, stream_id: str, retention: float):
+        self._state = state
+        self._ttl = retention
+        self.name = LOG_PREFIX + stream_id
+
+    async def append(self, frames: bytes) -> None:
+        """Keep these whole SSE events (each ends with a blank line), one entry each."""
+        for frame in frames.split(b"\n\n")[:-1]:
+            if frame and not frame.startswith(b":"):  # comments (pings) are not events
+                await self._state.append(self.name, frame + b"\n\n", ttl=self._ttl + 3600)
+
+    async def close(self) -> None:
+        """The stream ended: readers stop at its end; it is forgotten `retention` later."""
+        await self._state.close_log(self.name, self._ttl)
+
+
+#: How long a stream's owner is remembered while it runs (its end shortens this).
+OWNER_TTL = 6 * 3600.0
+
+
+_ENDED = b"\x00ended"
+
+
+async def owner_of(state: State, stream_id: str) -> tuple[str | None, bool]:
+    """Who started the stream (None: unknown or expired), and whether it has ended."""
+    raw = await state.get(OWNER_KEY + stream_id)
+    if raw is None:
+        return None, False
+    if raw.endswith(_ENDED):
+        return raw[: -len(_ENDED)].decode(), True
+    return raw.decode(), False
+
+
+async def request_cancel(state: State, stream_id: str, owner: str) -> None:
+    """Ask every instance to cancel the stream if `owner` started it there."""
+    await state.publish(CANCEL_CHANNEL, orjson.dumps({"id": stream_id, "owner": owner}))
+
+
+async def listen_for_cancels(registry: StreamRegistry, state: State) -> Unsubscribe:
+    """Stop this process's streams that another instance was asked to cancel."""
+
+    def on_message(message: bytes) -> None:
+        try:
+            request = orjson.loads(message)
+            stream = registry.get(request["id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        if stream is not None and stream.owner == request.get("owner"):
+            stream.stop(StreamCancelled("the stream was cancelled by its client"))
+
+    return await state.subscribe(CANCEL_CHANNEL, on_message)

@@ -1,0 +1,223 @@
+"""Workflows over HTTP: the native protocol and the seed's front-end protocol (the formats:
+formats/workflow.py).
+
+- `POST /v1/workflows/{name}` `{"input": "...", "stream": true, "resumable": false}`: native
+  SSE (numbered, named events; resumable through `GET /v1/streams/{id}`), or JSON without
+  streaming.
+- `POST /workflow/query` `{"message": "..."}` and `POST /workflow/query-sync`: the workflow named
+  by `workflow_query.workflow`, in the seed's protocol.
+
+A streamed run is registered like any stream: it has an id, can be cancelled
+(`POST /v1/streams/{id}/cancel`: `final_end` with status `cancelled`), and ends with the
+in-band shutdown error if the gateway stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from tidegate.asgi import Request, Send, send_bytes
+from tidegate.context import RequestContext
+from tidegate.endpoints.base import Route
+from tidegate.errors import InvalidRequest, NotFound
+from tidegate.events import RunEnd, RunError, WorkflowEvent
+from tidegate.formats import workflow as protocol
+from tidegate.relay import stream_headers
+from tidegate.services import Services
+from tidegate.settings import WorkflowConfig
+from tidegate.streams import RunningStream, StreamLog
+from tidegate.workflows.runner import WorkflowRunner, new_run_id
+
+MAX_INPUT_CHARS = 200_000
+#: How long a `resumable` run goes on without its client when `streams.resume_grace` is 0.
+DEFAULT_RESUME_GRACE = 30.0
+
+
+class WorkflowNotFound(NotFound):
+    """The request names a workflow the config does not define."""
+
+    code = "workflow_not_found"
+
+
+def _workflow(services: Services, name: str | None) -> WorkflowConfig:
+    for workflow in services.config.workflows:
+        if workflow.name == name:
+            return workflow
+    known = ", ".join(w.name for w in services.config.workflows) or "none"
+    raise WorkflowNotFound(f"unknown workflow {name!r}; configured workflows: {known}")
+
+
+def _text(fields: dict[str, Any], name: str, message: str) -> str:
+    value = fields.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(message)
+    if len(value) > MAX_INPUT_CHARS:
+        raise InvalidRequest(f"'{name}' is longer than {MAX_INPUT_CHARS} characters")
+    return value
+
+
+async def run_native(services: Services, ctx: RequestContext, request: Request, send: Send) -> None:
+    """`POST /v1/workflows/{name}`: a run, streamed in the native protocol or answered whole."""
+    workflow = _workflow(services, request.params["name"])
+    body = request.json_object()
+    question = _text(body, "input", "'input' is required: a non-empty string")
+    stream, resumable = body.get("stream", True), body.get("resumable", False)
+    if not isinstance(stream, bool) or not isinstance(resumable, bool):
+        raise InvalidRequest("'stream' and 'resumable' must be true or false")
+    ctx.model, ctx.stream = f"workflow:{workflow.name}", stream
+    run_id = new_run_id()
+    events = WorkflowRunner(services).run(ctx, workflow, question, run_id)
+    if not stream:
+        collected = [event async for event in events]
+        answer = protocol.run_to_json(collected, workflow.name)
+        ctx.status = 200
+        await send_bytes(send, 200, orjson.dumps(answer), headers=ctx.response_headers())
+        return
+    encoder = protocol.NativeEncoder()
+    await _serve(services, ctx, send, events, encoder, run_id, resumable=resumable)
+
+
+async def run_seed(services: Services, ctx: RequestContext, request: Request, send: Send) -> None:
+    """`POST /workflow/query`: the configured workflow in the seed's streaming protocol."""
+    question = _text(request.json_object(), "message", "Message is required")
+    workflow = _workflow(services, services.config.workflow_query.workflow)
+    ctx.model, ctx.stream = f"workflow:{workflow.name}", True
+    run_id = new_run_id()
+    events = WorkflowRunner(services).run(ctx, workflow, question, run_id)
+    await _serve(services, ctx, send, events, protocol.SeedEncoder(), run_id, resumable=False)
+
+
+async def run_seed_sync(
+    services: Services, ctx: RequestContext, request: Request, send: Send
+) -> None:
+    """`POST /workflow/query-sync`: the configured workflow, answered whole as the seed does."""
+    question = _text(request.json_object(), "message", "Message is required")
+    workflow = _workflow(services, services.config.workflow_query.workflow)
+    ctx.model = f"workflow:{workflow.name}"
+    run_id = new_run_id()
+    events = [e async for e in WorkflowRunner(services).run(ctx, workflow, question, run_id)]
+    answer = protocol.run_to_json(events, workflow.name)
+    error = answer.get("error")
+    if error is not None:
+        ctx.status, ctx.error_code = 502, str(error["code"])
+        body = orjson.dumps({"detail": error["message"]})
+        await send_bytes(send, 502, body, headers=ctx.response_headers())
+        return
+    result = {
+        "success": True,
+        "content": answer["content"],
+        "workflow_id": workflow.name,
+        "run_id": run_id,
+    }
+    ctx.status = 200
+    await send_bytes(send, 200, orjson.dumps(result), headers=ctx.response_headers())
+
+
+async def _serve(
+    services: Services,
+    ctx: RequestContext,
+    send: Send,
+    events: AsyncIterator[WorkflowEvent],
+    encoder: protocol.NativeEncoder | protocol.SeedEncoder,
+    run_id: str,
+    *,
+    resumable: bool,
+) -> None:
+    """Stream a run: registered for cancel and shutdown, kept in the stream log when the
+    protocol is resumable, going on for a while without its client when asked to."""
+    running = await services.streams.start(ctx.owner)
+    ctx.stream_id = running.id
+    log = None
+    if isinstance(encoder, protocol.NativeEncoder):
+        encoder.stream_id = running.id
+        log = StreamLog(services.state, running.id, services.config.streams.retention)
+        grace = services.config.streams.resume_grace or (DEFAULT_RESUME_GRACE if resumable else 0)
+        if grace and ctx.watcher is not None:
+            ctx.watcher.on_disconnect = _keep_going(services, running, grace)
+    ctx.headers_out.append((b"x-tidegate-stream-id", running.id.encode()))
+    ctx.status = 200
+    ctx.committed = True
+    ctx.mark_first_byte()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": stream_headers(protocol.CONTENT_TYPE) + ctx.response_headers(),
+        }
+    )
+    status = "completed"
+    try:
+        async for event in events:
+            if isinstance(event, RunError):
+                ctx.error_code = event.code
+            if isinstance(event, RunEnd):
+                status = event.status
+            await _write(send, log, encoder.encode(event))
+    except asyncio.CancelledError:
+        reason = running.absorb()
+        if reason is None:  # the client left: a later resume still finds a complete stream
+            if isinstance(encoder, protocol.NativeEncoder) and log is not None:
+                left = RunError("the client disconnected", "client_closed", None)
+                with contextlib.suppress(Exception):
+                    await log.append(encoder.encode(left) + encoder.end("error", run_id, None))
+            raise
+        status = "cancelled" if reason.code == "cancelled" else "error"
+        ctx.error_code = reason.code
+        tail = b""
+        if isinstance(encoder, protocol.NativeEncoder):
+            if status == "error":
+                tail = encoder.encode(RunError(reason.message, reason.code, None))
+            tail += encoder.end(status, run_id, None)
+        else:
+            tail = encoder.error(reason.message)
+        await _write(send, log, tail)
+    finally:
+        retention = services.config.streams.retention if log is not None else 0
+        await services.streams.end(running, keep=retention)
+        if log is not None:
+            await log.close()
+    try:
+        async with asyncio.timeout(services.config.limits.write_timeout):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except TimeoutError:
+        ctx.error_code = "client_stalled"
+    if status != "completed" and ctx.error_code is None:
+        ctx.error_code = status
+
+
+async def _write(send: Send, log: StreamLog | None, frames: bytes) -> None:
+    if not frames:
+        return
+    if log is not None:
+        await log.append(frames)
+    await send({"type": "http.response.body", "body": frames, "more_body": True})
+
+
+def _keep_going(services: Services, running: RunningStream, grace: float) -> Any:
+    """The disconnect hook of a resumable run: keep generating; after `grace` seconds, stop
+    unless a client resumed the stream meanwhile."""
+    from tidegate.errors import ClientDisconnected
+    from tidegate.streams import RESUMED_KEY
+
+    def on_disconnect() -> bool:
+        async def later() -> None:
+            await asyncio.sleep(grace)
+            if await services.state.get(RESUMED_KEY + running.id) is None:
+                running.stop(ClientDisconnected("the client left and did not resume"))
+
+        asyncio.get_running_loop().create_task(later())
+        return True
+
+    return on_disconnect
+
+
+ROUTES = [
+    Route("POST", "/v1/workflows/{name}", run_native, protocol.error_body),
+    Route("POST", "/workflow/query", run_seed, protocol.seed_error_body),
+    Route("POST", "/workflow/query-sync", run_seed_sync, protocol.seed_error_body),
+]
