@@ -29,6 +29,9 @@ TidegateError
 
 With `raise_errors=False` a stream yields the `ErrorEvent` (and then `FinalEnd`) instead of
 raising `InBandError`.
+
+One module, though longer than most: the sync and async halves share the events, the errors
+and the reader, and `from tidegate.client import ...` is the whole client.
 """
 
 from __future__ import annotations

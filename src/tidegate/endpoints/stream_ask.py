@@ -60,6 +60,42 @@ class AnswerRecorder(stream_ask.StreamAskEncoder):
         return super().end(state)
 
 
+class KeptExchange:
+    """One request of a session the gateway keeps: records its answer (streamed through
+    `encoder`, or whole through `render`) and appends the exchange to the session just before
+    the response's last bytes go out, if the answer was complete by then."""
+
+    __slots__ = ("_pending", "_sessions", "_whole", "encoder", "identity", "session_id", "turn")
+
+    def __init__(self, sessions: Sessions, identity: str | None, session_id: str, turn: str):
+        self._sessions = sessions
+        self.identity = identity
+        self.session_id = session_id
+        self.turn = turn
+        self.encoder = AnswerRecorder()
+        self._whole: str | None = None
+        self._pending = True
+
+    def render(self, completion: Completion) -> bytes:
+        """The `/ask` body of a whole answer, remembered."""
+        self._whole = completion.text
+        return stream_ask.answer_body(completion, self.session_id)
+
+    def wrap(self, send: Send) -> Send:
+        """`send`, appending the exchange before the response's last message."""
+
+        async def send_and_keep(message: dict[str, Any]) -> None:
+            last = message["type"] == "http.response.body" and not message.get("more_body")
+            if self._pending and last:
+                self._pending = False
+                answer = self._whole if self._whole is not None else self.encoder.answer
+                if answer is not None:
+                    await self._sessions.remember(self.identity, self.session_id, self.turn, answer)
+            await send(message)
+
+        return send_and_keep
+
+
 def sessions_of(services: Services) -> Sessions:
     """The session store, with the configured budget and time to live."""
     config = services.config.stream_ask
@@ -83,42 +119,28 @@ async def serve_ask(
     fields = read_request(request)
     model = fields.model or services.stream_ask_model
     plan = services.router.plan(model)  # an unknown model is a 404 before anything else
-    session_id = fields.session_id or None
     tasks = services.config.stream_ask.tasks
-    keep = session_id is not None and not all(d.provider.keeps_history for d in plan)
-    sessions = sessions_of(services)
-    kept = await sessions.turns(ctx.key_id, session_id) if keep and session_id else []
-    chat, turn = build_chat(fields, model, tasks, kept)
-    recorder = AnswerRecorder()
-    whole: list[Completion] = []
-
-    def render(completion: Completion) -> bytes:
-        whole.append(completion)
-        return stream_ask.answer_body(completion, session_id)
-
+    namer = dropped_namer(fields, bool(prompt_for(fields.task_name, tasks).system))
+    session_id = fields.session_id or None
+    if session_id is not None and not all(d.provider.keeps_history for d in plan):
+        sessions = sessions_of(services)
+        kept = await sessions.turns(ctx.key_id, session_id)
+        chat, turn = build_chat(fields, model, tasks, kept)
+        exchange = KeptExchange(sessions, ctx.key_id, session_id, turn)
+        call = ChatCall(
+            model, stream, lambda: chat, exchange.encoder, exchange.render, dropped_for=namer
+        )
+        return await serve_chat(services, ctx, call, exchange.wrap(send))
+    chat, _ = build_chat(fields, model, tasks, [])
     call = ChatCall(
-        model=model,
-        stream=stream,
-        canonical=lambda: chat,
-        encoder=recorder,
-        render=render,
-        dropped_for=dropped_namer(fields, bool(prompt_for(fields.task_name, tasks).system)),
+        model,
+        stream,
+        lambda: chat,
+        stream_ask.StreamAskEncoder(),
+        lambda completion: stream_ask.answer_body(completion, session_id),
+        dropped_for=namer,
     )
-    if not keep or session_id is None:
-        return await serve_chat(services, ctx, call, send)
-    pending = True
-
-    async def send_and_keep(message: dict[str, Any]) -> None:
-        nonlocal pending
-        last = message["type"] == "http.response.body" and not message.get("more_body", False)
-        if pending and last:
-            pending = False
-            answer = whole[0].text if whole else recorder.answer
-            if answer is not None:
-                await sessions.remember(ctx.key_id, session_id, turn, answer)
-        await send(message)
-
-    return await serve_chat(services, ctx, call, send_and_keep)
+    return await serve_chat(services, ctx, call, send)
 
 
 def dropped_namer(
