@@ -27,3 +27,18 @@ def test_readme_config_example_is_valid(tmp_path: Path) -> None:
     assert config.model_names() == ["deepseek-chat", "kb", "claude", "gemini-flash", "local"]
     assert config.stream_ask.model == "kb"
     assert yaml.safe_load(example.group(1))["auth"]["api_keys"] == ["${TIDEGATE_API_KEY}"]
+
+
+def test_protocol_lists_the_task_defaults_as_they_are() -> None:
+    """docs/protocol.md shows the built-in task prompts as configuration; it is the code's."""
+    from tidegate.prompts import DEFAULTS
+    from tidegate.settings import TasksConfig
+
+    protocol = (ROOT / "docs" / "protocol.md").read_text()
+    block = re.search(r"````yaml\n(stream_ask:.*?)````", protocol, re.DOTALL)
+    assert block is not None
+    tasks = yaml.safe_load(block.group(1))["stream_ask"]["tasks"]
+    TasksConfig.model_validate(tasks)
+    assert {name: (t["system"], t["template"]) for name, t in tasks.items()} == {
+        name: (p.system, p.template) for name, p in DEFAULTS.items()
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx2 as httpx
@@ -89,10 +90,12 @@ def test_streams_the_upstream_answer(
     assert upstream.headers["Authorization"] == f"Bearer {API_KEY}"
     if provider == "kb":
         assert upstream.path == "/ok/api/v1/workspace/docs/stream-chat"
+        session = upstream.body["sessionId"]  # scoped to the client key: tg-<tag>-user-42
+        assert re.fullmatch(r"tg-[0-9a-f]{12}-user-42", session)
         assert upstream.body == {
             "message": "What is tidegate?",
             "mode": "chat",
-            "sessionId": "user-42",
+            "sessionId": session,
         }
         assert [e["data"]["sources"] for e in events if e["event"] == "sources"] == [SOURCES]
         assert final["sources"] == SOURCES

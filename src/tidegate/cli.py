@@ -1,4 +1,5 @@
-"""The `tidegate` command: `serve` runs the gateway, `check` validates a configuration."""
+"""The `tidegate` command: `serve` runs the gateway, `check` validates a configuration, `ask`
+asks a running gateway from the terminal (terminal.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from tidegate import __version__
+from tidegate import __version__, terminal
 from tidegate.config import load_config, mask, mask_url, read_environment
 from tidegate.errors import ConfigError
 from tidegate.settings import Config, HttpDeploymentSettings
@@ -43,7 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate a configuration and print its models")
     _config_arguments(check)
 
+    ask = commands.add_parser("ask", help="ask a running gateway; the answer streams as markdown")
+    terminal.add_arguments(ask)
+
     args = parser.parse_args(argv)
+    if args.command == "ask":
+        # A client of a gateway, not a gateway: only the process environment is read.
+        return terminal.run(args, read_environment(None))
     try:
         config = load_config(args.config, read_environment(args.env_file))
     except ConfigError as exc:

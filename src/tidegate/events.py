@@ -90,6 +90,8 @@ class ChatRequest:
     session_id: str | None = None
     mode: str | None = None
     user: str | None = None
+    #: The /stream-ask coding task the messages were rendered for (already in their text).
+    task: str | None = None
     # Fields of the inbound request the chosen upstream cannot carry, named for the client.
     dropped: list[str] = field(default_factory=list)
 

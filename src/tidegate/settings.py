@@ -54,6 +54,8 @@ class DeploymentSettings(Frozen):
     retries: int = Field(default=0, ge=0, le=10)
     max_in_flight: PositiveInt | None = None
     fallbacks: tuple[str, ...] = ()
+    #: The answer's length limit sent when a request gives none (None: the upstream's own).
+    max_tokens: PositiveInt | None = None
 
     @field_validator("name")
     @classmethod
@@ -130,10 +132,33 @@ class RoutingConfig(Frozen):
     cooldown: CooldownConfig = CooldownConfig()
 
 
+class TaskPrompt(Frozen):
+    """A coding task's prompts; a field left out keeps the built-in default (prompts.py)."""
+
+    system: str | None = None
+    template: str | None = None
+
+
+class TasksConfig(Frozen):
+    """The prompts of the `/stream-ask` tasks, by name (an unknown name is refused)."""
+
+    ask: TaskPrompt = TaskPrompt()
+    generate: TaskPrompt = TaskPrompt()
+    fix: TaskPrompt = TaskPrompt()
+    explain: TaskPrompt = TaskPrompt()
+    review: TaskPrompt = TaskPrompt()
+
+
 class StreamAskConfig(Frozen):
-    """Settings of the `/stream-ask` endpoint."""
+    """Settings of the `/stream-ask` and `/ask` endpoints: the default model, the task
+    prompts, and the conversations the gateway keeps per `session_id`."""
 
     model: str | None = None
+    tasks: TasksConfig = TasksConfig()
+    #: The most history a session sends upstream, in tokens estimated as characters / 4.
+    session_budget_tokens: PositiveInt = 8000
+    #: Seconds a session is kept after its last answer.
+    session_ttl: PositiveFloat = 86400.0
 
 
 class ClientKey(Frozen):

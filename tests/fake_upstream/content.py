@@ -21,3 +21,13 @@ TOOL_CALLS = [
     ("call_t2", "get_time", {"tz": "Europe/Paris"}, ['{"tz": ', '"Europe/Paris"}']),
 ]
 T_INPUT, T_OUTPUT = 30, 12
+
+# A coding assistant's answer to a fix task: a diagnosis, then the corrected code in one block.
+FIX_PIECES = [
+    "The traceback ends in `NameError: name 'y' is not defined`: ",
+    "`y` is never assigned.\n\n",
+    "```python\ndef add(x, y=0):\n",
+    "    return x + y  # fixed: y is a parameter now\n",
+    "```\n",
+]
+FIX_TEXT = "".join(FIX_PIECES)

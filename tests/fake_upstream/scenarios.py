@@ -66,7 +66,8 @@ def json_response(status: int, payload: Any, headers: dict[str, str] | None = No
 
 
 def content(kind: str) -> Scenario:
-    """A correct answer of `kind` (ok, tools, reasoning), streamed or whole."""
+    """A correct answer of `kind` (ok, tools, reasoning; fix in the OpenAI format), streamed
+    or whole."""
 
     async def serve(x: Exchange) -> web.StreamResponse:
         if not x.stream:
@@ -309,6 +310,7 @@ SCENARIOS: dict[str, Scenario] = {
     "ok": content("ok"),
     "tools": content("tools"),
     "reasoning": content("reasoning"),
+    "fix": content("fix"),
     "status": status,
     "context_exceeded": context_exceeded,
     "reset": reset,

@@ -23,6 +23,7 @@ from tidegate.context import RequestContext
 from tidegate.errors import GatewayError
 from tidegate.events import ChatRequest, Completion
 from tidegate.formats.base import StreamEncoder
+from tidegate.providers.base import Provider
 from tidegate.services import Services
 
 Handler = Callable[[Services, RequestContext, Request, Send], Awaitable[None]]
@@ -77,6 +78,8 @@ class ChatCall:
     #: always translate).
     body: dict[str, Any] | None = None
     wire_format: str | None = None
+    #: The fields a deployment could not carry, in this API's own words (None: as named).
+    dropped_for: Callable[[Provider, list[str]], list[str]] | None = None
 
 
 class ChatEndpoint(ABC):

@@ -54,6 +54,8 @@ def serve_chat(
         chat.stream = call.stream
         upstream = provider.build_call(chat)
         upstream.dropped = chat.dropped + upstream.dropped
+        if call.dropped_for is not None:
+            upstream.dropped = call.dropped_for(provider, upstream.dropped)
         return upstream, False
 
     if call.stream:

@@ -1,58 +1,213 @@
-"""`POST /stream-ask`: the simple SSE protocol for front ends (the format:
-formats/stream_ask.py; the protocol: docs/protocol.md). The question comes as JSON, as a
-urlencoded form or as multipart form data, read here with bounded parsers."""
+"""`POST /stream-ask` and `POST /ask`: the simple protocol for front ends, streamed or whole,
+and `DELETE /v1/sessions/{session_id}` (the format: formats/stream_ask.py; the protocol:
+docs/protocol.md). A request comes as JSON, as a urlencoded form or as multipart form data,
+read here with bounded parsers; its task becomes a conversation in prompts.py.
+
+These are not `ChatEndpoint`s: reading a request may need the session store (a wait), so the
+handlers are written out and hand their `ChatCall` to `serve_chat` themselves. With a
+`session_id`, on a model whose upstreams keep no history of their own, the turns the gateway
+kept (sessions.py) go before the new one, and the exchange is appended once its answer is
+complete: just before the last bytes of the response are sent, so that a client that asks
+again as soon as it has the answer finds it kept.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from tidegate.asgi import Request
+from tidegate.asgi import Request, Send, SendMessage
 from tidegate.context import RequestContext
-from tidegate.endpoints.base import ChatCall, ChatEndpoint
-from tidegate.endpoints.chat import chat_routes
-from tidegate.errors import InvalidRequest
-from tidegate.events import ChatRequest, Message, Part
+from tidegate.endpoints.base import ChatCall, Route
+from tidegate.endpoints.chat import serve_chat
+from tidegate.errors import InvalidRequest, NotFound
+from tidegate.events import Completion, Event, TextDelta
 from tidegate.formats import stream_ask
+from tidegate.formats.base import StreamState
+from tidegate.formats.stream_ask import StreamAskRequest
+from tidegate.prompts import build_chat, prompt_for
+from tidegate.providers.base import Provider
 from tidegate.services import Services
+from tidegate.sessions import Sessions
 
-MAX_QUESTION_CHARS = 200_000
-# A form carries four fields; bounding their number bounds the CPU a hostile form can cost
+# A form carries a dozen fields; bounding their number bounds the CPU a hostile form can cost
 # (parsing is synchronous, on the event loop).
 MAX_FORM_FIELDS = 64
 
 
-class StreamAsk(ChatEndpoint):
-    """The question from JSON or a form, the answer as the /stream-ask event stream."""
+class AnswerRecorder(stream_ask.StreamAskEncoder):
+    """The /stream-ask encoder, keeping the answer's text: `answer` is set once the stream
+    ended without an error (None until then, and after a failure)."""
 
-    render_error = staticmethod(stream_ask.error_body)
+    __slots__ = ("_texts", "answer")
 
-    def read(self, services: Services, ctx: RequestContext, request: Request) -> ChatCall:
-        fields = stream_ask.validate_request(read_fields(request))
-        question = fields.question
-        if not question.strip():
-            raise InvalidRequest("'question' is required: a non-empty string")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise InvalidRequest(f"'question' is longer than {MAX_QUESTION_CHARS} characters")
-        model = fields.model or services.stream_ask_model
-        chat = ChatRequest(
-            model=model,
-            messages=[Message("user", [Part("text", text=question)])],
-            stream=True,
-            include_usage=True,
-            session_id=fields.session_id or None,
-            mode=fields.mode or None,
+    def __init__(self) -> None:
+        super().__init__()
+        self._texts: list[str] = []
+        self.answer: str | None = None
+
+    def encode(self, events: list[Event]) -> bytes:
+        self._texts += [e.text for e in events if isinstance(e, TextDelta)]
+        return super().encode(events)
+
+    def end(self, state: StreamState) -> bytes:
+        if state.error is None:
+            self.answer = "".join(self._texts)
+        return super().end(state)
+
+
+class KeptExchange:
+    """One request of a session the gateway keeps: records its answer (streamed through
+    `encoder`, or whole through `render`) and appends the exchange to the session just before
+    the response's last bytes go out, if the answer was complete by then."""
+
+    __slots__ = ("_pending", "_sessions", "_whole", "encoder", "identity", "session_id", "turn")
+
+    def __init__(self, sessions: Sessions, identity: str | None, session_id: str, turn: str):
+        self._sessions = sessions
+        self.identity = identity
+        self.session_id = session_id
+        self.turn = turn
+        self.encoder = AnswerRecorder()
+        self._whole: str | None = None
+        self._pending = True
+
+    def render(self, completion: Completion) -> bytes:
+        """The `/ask` body of a whole answer, remembered."""
+        self._whole = completion.text
+        return stream_ask.answer_body(completion, self.session_id)
+
+    def wrap(self, send: Send) -> Send:
+        """`send`, appending the exchange before the response's last message."""
+
+        async def send_and_keep(message: SendMessage) -> None:
+            last = message["type"] == "http.response.body" and not message.get("more_body")
+            if self._pending and last:
+                self._pending = False
+                answer = self._whole if self._whole is not None else self.encoder.answer
+                if answer is not None:
+                    await self._sessions.remember(self.identity, self.session_id, self.turn, answer)
+            await send(message)
+
+        return send_and_keep
+
+
+def sessions_of(services: Services) -> Sessions:
+    """The session store, with the configured budget and time to live."""
+    config = services.config.stream_ask
+    return Sessions(
+        services.state, budget_tokens=config.session_budget_tokens, ttl=config.session_ttl
+    )
+
+
+def read_request(request: Request) -> StreamAskRequest:
+    """The validated request (400 naming the field)."""
+    fields = read_fields(request)
+    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        fields = stream_ask.from_form(fields)
+    return stream_ask.validate_request(fields)
+
+
+async def serve_ask(
+    services: Services, ctx: RequestContext, request: Request, send: Send, *, stream: bool
+) -> None:
+    """Answer one request: as the event stream (`stream`) or as one JSON object."""
+    fields = read_request(request)
+    model = fields.model or services.stream_ask_model
+    plan = services.router.plan(model)  # an unknown model is a 404 before anything else
+    tasks = services.config.stream_ask.tasks
+    namer = dropped_namer(fields, bool(prompt_for(fields.task_name, tasks).system))
+    session_id = fields.session_id or None
+    if session_id is not None and not all(d.provider.keeps_history for d in plan):
+        sessions = sessions_of(services)
+        kept = await sessions.turns(ctx.owner, session_id)
+        chat, turn = build_chat(fields, model, tasks, kept)
+        chat.session_id = workspace_session(ctx, chat.session_id)
+        exchange = KeptExchange(sessions, ctx.owner, session_id, turn)
+        call = ChatCall(
+            model, stream, lambda: chat, exchange.encoder, exchange.render, dropped_for=namer
         )
-        return ChatCall(
-            model=model,
-            stream=True,
-            canonical=lambda: chat,
-            encoder=stream_ask.StreamAskEncoder(),
-            render=lambda c: b"",  # /stream-ask always streams
-        )
+        return await serve_chat(services, ctx, call, exchange.wrap(send))
+    chat, _ = build_chat(fields, model, tasks, [])
+    chat.session_id = workspace_session(ctx, chat.session_id)
+    call = ChatCall(
+        model,
+        stream,
+        lambda: chat,
+        stream_ask.StreamAskEncoder(),
+        lambda completion: stream_ask.answer_body(completion, session_id),
+        dropped_for=namer,
+    )
+    return await serve_chat(services, ctx, call, send)
+
+
+def workspace_session(ctx: RequestContext, session_id: str | None) -> str | None:
+    """The `sessionId` an AnythingLLM workspace gets: scoped to the client key's subject, so
+    that two clients choosing the same `session_id` never share a workspace thread (unscoped
+    when the gateway has no client keys: there is only one client then)."""
+    if session_id is None or ctx.identity is None:
+        return session_id
+    tag = hashlib.sha256(ctx.identity.subject.encode()).hexdigest()[:12]
+    return f"tg-{tag}-{session_id}"
+
+
+def dropped_namer(
+    fields: StreamAskRequest, task_system: bool
+) -> Callable[[Provider, list[str]], list[str]]:
+    """Names what a deployment cannot carry in /stream-ask's words: `history` (not the
+    canonical `messages`), `system` or the task's system prompt, and `mode` on any upstream
+    that is not an AnythingLLM workspace."""
+
+    def name(provider: Provider, dropped: list[str]) -> list[str]:
+        out: list[str] = []
+        for field in dropped:
+            if field.startswith("messages"):
+                if fields.history:
+                    out.append("history")  # kept session turns are the workspace's business
+            elif field == "system":
+                if fields.system:
+                    out.append("system")
+                if task_system:
+                    out.append(f"task (the system prompt of {fields.task_name})")
+            else:
+                out.append(field)
+        if fields.mode and not provider.keeps_history:
+            out.append("mode")
+        return out
+
+    return name
+
+
+def stream_handler(
+    services: Services, ctx: RequestContext, request: Request, send: Send
+) -> Awaitable[None]:
+    """`POST /stream-ask`: the answer as the event stream."""
+    return serve_ask(services, ctx, request, send, stream=True)
+
+
+def ask_handler(
+    services: Services, ctx: RequestContext, request: Request, send: Send
+) -> Awaitable[None]:
+    """`POST /ask`: the answer as one JSON object."""
+    return serve_ask(services, ctx, request, send, stream=False)
+
+
+async def forget_session(
+    services: Services, ctx: RequestContext, request: Request, send: Send
+) -> None:
+    """`DELETE /v1/sessions/{session_id}`: 204 once forgotten, 404 when the caller has no
+    session of that id."""
+    session_id = request.params["session_id"]
+    if not await sessions_of(services).forget(ctx.owner, session_id):
+        raise NotFound(f"no session {session_id!r}")
+    ctx.status = 204
+    await send({"type": "http.response.start", "status": 204, "headers": ctx.response_headers()})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def read_fields(request: Request) -> dict[str, Any]:
@@ -177,4 +332,8 @@ class _Form:
         self.complete = True
 
 
-ROUTES = chat_routes(StreamAsk(), ("POST", "/stream-ask"))
+ROUTES = [
+    Route("POST", "/stream-ask", stream_handler, stream_ask.error_body),
+    Route("POST", "/ask", ask_handler, stream_ask.error_body),
+    Route("DELETE", "/v1/sessions/{session_id}", forget_session, stream_ask.error_body),
+]

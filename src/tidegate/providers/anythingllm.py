@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr
 from tidegate.events import ChatRequest
 from tidegate.formats import anythingllm
 from tidegate.providers.base import Provider
-from tidegate.settings import HttpDeploymentSettings
+from tidegate.settings import ConfigProblem, HttpDeploymentSettings
 
 
 class AnythingLLMSettings(HttpDeploymentSettings):
@@ -26,6 +26,11 @@ class AnythingLLMSettings(HttpDeploymentSettings):
     workspace: str = Field(min_length=1, description="the workspace slug shown in its URL")
     mode: Literal["chat", "query", "automatic"] | None = None
 
+    def problems(self) -> list[ConfigProblem]:
+        if self.max_tokens is not None:
+            return [("max_tokens", "cannot be sent to a workspace", "remove it")]
+        return []
+
 
 class AnythingLLMProvider(Provider):
     """An AnythingLLM workspace, reached through its developer API."""
@@ -34,6 +39,7 @@ class AnythingLLMProvider(Provider):
     wire_format = "anythingllm"
     codec = anythingllm
     settings = AnythingLLMSettings
+    keeps_history = True
     path = "/api/v1/workspace/{settings.workspace}/chat"
     stream_path = "/api/v1/workspace/{settings.workspace}/stream-chat"
     config: AnythingLLMSettings

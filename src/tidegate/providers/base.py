@@ -8,6 +8,7 @@ and hands back a `StreamParser` that turns the upstream's bytes into canonical e
 from __future__ import annotations
 
 from abc import ABC
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import orjson
@@ -52,6 +53,8 @@ class Provider(ABC):
     key_header: ClassVar[tuple[str, str] | None] = ("Authorization", "Bearer {key}")
     #: Headers every call carries (an API version, say).
     static_headers: ClassVar[dict[str, str]] = {}
+    #: The upstream keeps each conversation itself, per `session_id` (and takes a `mode`).
+    keeps_history: ClassVar[bool] = False
 
     def __init__(self, config: DeploymentSettings):
         self.config = config
@@ -93,7 +96,10 @@ class Provider(ABC):
         return self.codec.request_to_wire(request, self.config.upstream_model)
 
     def build_call(self, request: ChatRequest) -> UpstreamCall:
-        """The upstream request for a canonical request, in the provider's wire format."""
+        """The upstream request for a canonical request, in the provider's wire format; a
+        request without `max_tokens` gets the entry's `max_tokens`, when it has one."""
+        if request.max_tokens is None and self.config.max_tokens is not None:
+            request = replace(request, max_tokens=self.config.max_tokens)
         body, dropped = self.wire_request(request)
         stream = request.stream
         return UpstreamCall(

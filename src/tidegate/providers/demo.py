@@ -4,18 +4,24 @@ It needs no network and no key, so `tidegate serve` on a fresh machine answers a
 as an in-process upstream that speaks the OpenAI format, so every endpoint treats it exactly
 as it treats a real OpenAI-compatible server (pass-through on `/v1/chat/completions`,
 translation elsewhere).
+
+A /stream-ask coding task gets a labelled canned answer of its kind instead (`task_answer`),
+read from the rendered user turn as a model would read it: for `fix`, a canned diagnosis
+quoting the traceback's last line, and the code it was given, back in a fenced block with a
+visible fix comment.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any, Literal, NamedTuple
 
 import orjson
 from pydantic import Field
 
-from tidegate.events import Usage
+from tidegate.events import ChatRequest, Usage
 from tidegate.providers.http import UpstreamCall, UpstreamClient, UpstreamResponse
 from tidegate.providers.openai import OpenAIProvider
 from tidegate.settings import DeploymentSettings
@@ -27,6 +33,16 @@ DEMO_ANSWER = (
     "end's handling of Server-Sent Events. To get real answers, add a models: entry for "
     "AnythingLLM or any OpenAI-compatible API to your config file."
 )
+#: How the task reaches the in-process upstream (this header never leaves the process).
+_TASK_HEADER = "X-Tidegate-Demo-Task"
+_FENCED = re.compile(r"^(`{3,})([^\n`]*)\n(.*?)\n\1[ \t]*$", re.MULTILINE | re.DOTALL)
+#: Languages whose line comments start with `//` (the rest get `#`).
+_SLASH_COMMENTS = frozenset(
+    {"javascript", "jsx", "typescript", "tsx", "java", "kotlin", "go", "rust", "c", "cpp"}
+    | {"csharp", "swift", "php"}
+)
+_NOUNS = {"generate": "piece of code", "explain": "explanation", "review": "code review"}
+_SAMPLE_CODE = '```python\ndef greet(name: str) -> str:\n    return f"Hello, {name}!"\n```'
 
 
 class DemoSettings(DeploymentSettings):
@@ -54,18 +70,66 @@ class DemoProvider(OpenAIProvider):
     def label(self) -> str:
         return f"{self.config.name}@demo"
 
+    def build_call(self, request: ChatRequest) -> UpstreamCall:
+        call = super().build_call(request)
+        if request.task:
+            call.headers = {**call.headers, _TASK_HEADER: request.task}
+        return call
+
     async def open(self, client: UpstreamClient, call: UpstreamCall) -> UpstreamResponse:
         request = orjson.loads(call.body)
-        prompt_words = sum(len(str(m.get("content") or "").split()) for m in request["messages"])
+        prompt_words = sum(len(_text_of(m).split()) for m in request["messages"])
+        answer_text = task_answer(call.headers.get(_TASK_HEADER), request["messages"])
+        whole = self.pieces if answer_text is None else re.findall(r"\S+\s*|\s+", answer_text)
         limit = request.get("max_completion_tokens") or request.get("max_tokens")
-        pieces = self.pieces[:limit] if isinstance(limit, int) and limit > 0 else self.pieces
-        finish = "length" if len(pieces) < len(self.pieces) else "stop"
+        pieces = whole[:limit] if isinstance(limit, int) and limit > 0 else whole
+        finish = "length" if len(pieces) < len(whole) else "stop"
         usage = Usage(input_tokens=prompt_words, output_tokens=len(pieces))
         answer = _Answer(request["model"], pieces, finish, usage)
         if call.stream:
             include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
             return _DemoStream(self.pace, _frames(answer, include_usage))
         return _DemoBody(_completion(answer))
+
+
+def _text_of(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+    return str(content or "")
+
+
+def task_answer(task: str | None, messages: list[dict[str, Any]]) -> str | None:
+    """The demo's canned answer to a /stream-ask task, from the last user turn (None: the
+    plain sample answer)."""
+    if task not in ("fix", "generate", "explain", "review"):
+        return None
+    label = f"[tidegate demo: {task}]"
+    if task != "fix":
+        noun = _NOUNS[task]
+        text = (
+            f"{label} This is a canned {noun} from tidegate's built-in demo model; no language "
+            f"model was called. Configure a real model in the models: section of your config "
+            f"file to get a real {noun}."
+        )
+        return f"{text}\n\n{_SAMPLE_CODE}\n" if task == "generate" else text
+    turn = next((_text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
+    blocks = [(m.group(1), m.group(2).strip(), m.group(3)) for m in _FENCED.finditer(turn)]
+    fence, language, code = blocks[0] if blocks else ("```", "", "")
+    traceback = blocks[1][2].strip().splitlines() if len(blocks) > 1 else []
+    diagnosis = (
+        f"the traceback ends in `{traceback[-1].strip()}`, so that is the line to look at"
+        if traceback
+        else "no traceback was given"
+    )
+    comment = "//" if language in _SLASH_COMMENTS else "#"
+    return (
+        f"{label} A canned diagnosis; no language model was called: {diagnosis}. A real model "
+        "would name the cause and change the code; the demo gives your code back with the "
+        "place of the fix marked.\n\n"
+        f"{fence}{language}\n{comment} FIX (tidegate demo): the corrected line goes here\n"
+        f"{code}\n{fence}\n"
+    )
 
 
 class _Answer(NamedTuple):

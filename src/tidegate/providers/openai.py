@@ -7,12 +7,13 @@ streams, usage, errors, the usage-chunk filter of pass-through) is
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from tidegate.formats import openai_chat
 from tidegate.providers.base import Provider
+from tidegate.providers.http import UpstreamCall
 from tidegate.settings import DeploymentSettings, HttpDeploymentSettings
 
 
@@ -31,3 +32,11 @@ class OpenAIProvider(Provider):
     codec = openai_chat
     settings: ClassVar[type[DeploymentSettings]] = OpenAISettings
     path = "/chat/completions"
+
+    def build_passthrough(self, body: dict[str, Any], stream: bool) -> UpstreamCall:
+        """The client's body as it came, with the entry's `max_tokens` when it sets no limit."""
+        limit = self.config.max_tokens
+        unset = body.get("max_tokens") is None and body.get("max_completion_tokens") is None
+        if limit is not None and unset:
+            body["max_tokens"] = limit
+        return super().build_passthrough(body, stream)

@@ -11,6 +11,8 @@ from tests.fake_upstream.content import (
     ANSWER_TEXT,
     COMPLETION_TOKENS,
     EXPECTED_TEXT,
+    FIX_PIECES,
+    FIX_TEXT,
     PROMPT_TOKENS,
     R_CACHED,
     R_INPUT,
@@ -94,6 +96,8 @@ class OpenAIFormat(Format):
                     self._chunk({"tool_calls": [{"index": i, "function": {"arguments": f}}]})
                     for f in fragments
                 ]
+        elif kind == "fix":
+            events += [self.text_event(p) for p in FIX_PIECES]
         else:
             events += [self.text_event(p) for p in TEXT_PIECES]
         events.append(self._chunk({}, finish))
@@ -108,6 +112,8 @@ class OpenAIFormat(Format):
     def whole(self, kind: str) -> Any:
         message: dict[str, Any] = {"role": "assistant", "content": EXPECTED_TEXT}
         finish = "stop"
+        if kind == "fix":
+            message = {"role": "assistant", "content": FIX_TEXT}
         if kind == "reasoning":
             message = {
                 "role": "assistant",
