@@ -270,9 +270,11 @@
   });
   $("key-cancel").addEventListener("click", () => closeKeyForm(false));
 
-  /** fetch, asking for the client key (and retrying) as long as the gateway answers 401. */
-  async function fetchWithKey(url, init) {
+  /** fetch, asking for the client key (and retrying) as long as the gateway answers 401;
+   * `onAttempt` is called before each try. */
+  async function fetchWithKey(url, init, onAttempt) {
     for (;;) {
+      onAttempt?.(); // timings start again after the person typed a key
       const response = await fetch(url, { ...init, headers: headers(init.headers) });
       if (response.status !== 401) return response;
       await response.body?.cancel();
@@ -351,7 +353,7 @@
     setState("waiting");
     const controller = new AbortController();
     state.controller = controller;
-    const started = performance.now();
+    let started = performance.now();
     const run = { text: "", reasoning: "", firstAt: 0, end: null, failed: false, frame: 0 };
     const paint = () => {
       run.frame = 0;
@@ -383,7 +385,7 @@
         headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
         body: JSON.stringify(body),
         signal: controller.signal,
-      });
+      }, () => { started = performance.now(); });
       if (controller.signal.aborted) {
         outcome = "stopped";
       } else if (!response.ok) {
