@@ -11,13 +11,23 @@ from tidegate.endpoints import (
     gemini,
     health,
     openai_chat,
+    playground,
     stream_ask,
     streams,
     workflows,
 )
 from tidegate.endpoints.base import Route
 
-MODULES = (health, stream_ask, openai_chat, anthropic_messages, gemini, workflows, streams)
+MODULES = (
+    health,
+    stream_ask,
+    openai_chat,
+    anthropic_messages,
+    gemini,
+    workflows,
+    streams,
+    playground,
+)
 
 
 def all_routes() -> list[Route]:
