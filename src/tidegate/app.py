@@ -152,7 +152,10 @@ class Gateway:
                 raise MethodNotAllowed(f"{request.path} accepts {', '.join(methods)}")
             # Anything under /admin/ is admin, whatever its route says.
             access = "admin" if request.path.startswith("/admin/") else route.access
-            if access == "client":
+            if access == "client_or_token" and "token" in request.query:
+                if presented_key(request, admin=False):
+                    ctx.identity = await self._identify_client(request, route.key_hint)
+            elif access in ("client", "client_or_token"):
                 ctx.identity = await self._identify_client(request, route.key_hint)
             elif access == "admin":
                 await self._check_admin_key(request)

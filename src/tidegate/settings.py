@@ -7,7 +7,7 @@ it. Each provider declares its own `models:` settings by extending `DeploymentSe
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
@@ -244,11 +244,14 @@ class LLMStep(Frozen):
 
 class FunctionStep(Frozen):
     """A step computed by a Python callable (`module.path:function`), sync or async, returning
-    or yielding text; it receives the input and the earlier outputs."""
+    or yielding text; it is called as `function(input, outputs, **args)`, `outputs` the earlier
+    steps' texts by name."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     kind: Literal["function"]
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    #: Keyword arguments for the function (its settings: a database path, a row limit, ...).
+    args: dict[str, Any] = Field(default_factory=dict)
     timeout: PositiveFloat = 60.0
     when: tuple[StepCondition, ...] = ()
 
