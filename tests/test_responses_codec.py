@@ -38,7 +38,7 @@ from tidegate.events import (
     UsageUpdate,
 )
 from tidegate.formats import openai_responses as codec
-from tidegate.formats.base import StreamState
+from tidegate.formats.base import SKIPPABLE, StreamState
 from tidegate.sse import SSEDecoder
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -399,3 +399,78 @@ def test_what_the_format_cannot_carry_is_named() -> None:
         "stop",
         "top_k",
     ]
+
+
+# -- type-confused upstream data ------------------------------------------------------------------
+
+json_values: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=5,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    out = []
+    for key, sub in items:
+        out.append((*prefix, key))
+        if isinstance(sub, dict | list) and sub:
+            out += _paths(sub, (*prefix, key))
+    return out
+
+
+def _confuse(draw: st.DrawFn, value: Any) -> Any:
+    """`value` with one sub-value replaced by a JSON value of another kind."""
+    paths = _paths(value)
+    if not paths:
+        return draw(json_values)
+    path = draw(st.sampled_from(paths))
+    node = value
+    for key in path[:-1]:
+        node = node[key]
+    old = type(node[path[-1]])
+    node[path[-1]] = draw(json_values.filter(lambda v: type(v) is not old))
+    return value
+
+
+def _events_of(name: str) -> list[dict[str, Any]]:
+    return [orjson.loads(e.data) for e in SSEDecoder().decode(fixture(name))]
+
+
+STREAMS = [
+    _events_of("openai_responses_stream.sse"),
+    _events_of("openai_responses_stream_failed.sse"),
+    _events_of("openai_responses_stream_error_nested.sse"),
+]
+
+
+@CODEC
+@given(data=st.data())
+def test_type_confused_events_are_skipped_or_refused_never_a_crash(data: Any) -> None:
+    """Whatever an event holds, reading it either works, skips it (counted), or raises the
+    protocol error the relay turns into a 502: nothing else escapes."""
+    events = [dict(e) for e in data.draw(st.sampled_from(STREAMS))]
+    at = data.draw(st.integers(0, len(events) - 1))
+    events[at] = _confuse(data.draw, orjson.loads(orjson.dumps(events[at])))
+    body = b"".join(
+        b"event: "
+        + str(e.get("type") if isinstance(e, dict) else "x").encode()
+        + b"\ndata: "
+        + orjson.dumps(e)
+        + b"\n\n"
+        for e in events
+    )
+    for side in (False, True):
+        parser = codec.stream_parser(side=side)
+        parser.feed(body)
+        parser.finish()
+    whole = orjson.loads(fixture("openai_responses.json"))
+    try:
+        codec.completion_from_wire(orjson.dumps(_confuse(data.draw, whole)))
+    except (UpstreamStatusError, *SKIPPABLE):
+        pass  # an error body, or data of the wrong shape: the relay's 502

@@ -6,10 +6,17 @@ Adding an API: write its module (a `ChatEndpoint` and `chat_routes(...)` for a c
 
 from __future__ import annotations
 
-from tidegate.endpoints import anthropic_messages, gemini, health, openai_chat, stream_ask
+from tidegate.endpoints import (
+    anthropic_messages,
+    gemini,
+    health,
+    openai_chat,
+    openai_responses,
+    stream_ask,
+)
 from tidegate.endpoints.base import Route
 
-MODULES = (health, stream_ask, openai_chat, anthropic_messages, gemini)
+MODULES = (health, stream_ask, openai_chat, anthropic_messages, gemini, openai_responses)
 
 
 def all_routes() -> list[Route]:

@@ -302,7 +302,9 @@ class ResponsesRequest(Inbound):
     reasoning: ReasoningOptions | None = None
     text: TextOptions | None = None
     user: str | None = None
-    metadata: dict[str, str] | None = None
+    # An object whose keys the client chooses: checked no deeper, so that no error message
+    # quotes a key as a field path.
+    metadata: dict[str, Any] | None = None
     previous_response_id: str | None = None
     store: bool | None = None
     # A short list of names, bounded like `stop` lists are.
@@ -501,8 +503,8 @@ def _messages_in(items: list[dict[str, Any]], dropped: list[str]) -> list[Messag
     out: list[Message] = []
     reasoning: list[str] = []  # summaries waiting for the assistant turn they belong to
     for item in items:
-        kind = item.get("type") or "message"
-        if kind == "message":
+        kind = item.get("type")
+        if kind is None or kind == "message":  # as `_item_tag` tells them apart
             role = "system" if item["role"] == "developer" else item["role"]
             message = Message(role, _parts_in(item["content"], dropped))
             if role == "assistant" and reasoning:
