@@ -691,7 +691,8 @@ def completion_from_wire(body: bytes) -> Completion:
                     text.append(str(part.get("refusal") or ""))
         elif kind == "function_call":
             call_id = str(item.get("call_id") or item.get("id") or "")
-            calls.append(ToolCall(call_id, str(item.get("name") or ""), str(item["arguments"])))
+            arguments = str(item.get("arguments") or "")
+            calls.append(ToolCall(call_id, str(item.get("name") or ""), arguments))
         elif kind == "reasoning":
             summary = _reasoning_text(item)
             if summary:
@@ -844,6 +845,16 @@ def stream_parser(
     return ResponsesStreamParser(side=side, max_event_bytes=max_event_bytes)
 
 
+#: The events that carry a piece of an item's content in their `delta`.
+_DELTAS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.function_call_arguments.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_text.delta",
+    }
+)
 #: Where the text of an output message part is, by the part's type.
 _PART_TEXT = {"output_text": "text", "refusal": "refusal"}
 _SIDE_NEEDLES = (b"response.completed", b"response.incomplete", b"response.failed", b"error")
@@ -903,28 +914,27 @@ class ResponsesStreamParser(SSEStreamParser):
         if not kind.startswith("response."):
             return  # not this format's: ignored
         self.started = True
-        if kind == "response.output_text.delta" or kind == "response.refusal.delta":
-            self._streamed.add(int(data.get("output_index") or 0))
-            if data["delta"]:
-                out.append(TextDelta(str(data["delta"])))
-        elif kind == "response.function_call_arguments.delta":
-            index = self._tool(int(data.get("output_index") or 0), None, out)
-            self._streamed.add(int(data.get("output_index") or 0))
-            if data["delta"]:
-                out.append(ToolCallDelta(index, None, None, str(data["delta"])))
-        elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-            self._streamed.add(int(data.get("output_index") or 0))
-            if data["delta"]:
-                out.append(ReasoningDelta(str(data["delta"])))
+        at = int(data.get("output_index") or 0)
+        if kind in _DELTAS:
+            delta = data["delta"]
+            self._streamed.add(at)
+            if not delta:
+                return
+            if kind == "response.function_call_arguments.delta":
+                out.append(ToolCallDelta(self._tool(at, None, out), None, None, str(delta)))
+            elif kind.startswith("response.reasoning"):
+                out.append(ReasoningDelta(str(delta)))
+            else:
+                out.append(TextDelta(str(delta)))
         elif kind == "response.reasoning_summary_part.added":
             if int(data.get("summary_index") or 0) > 0:
                 out.append(ReasoningDelta("\n\n"))  # parts of one summary, kept apart
         elif kind == "response.output_item.added":
             item = data.get("item") or {}
             if item.get("type") == "function_call":
-                self._tool(int(data.get("output_index") or 0), item, out)
+                self._tool(at, item, out)
         elif kind == "response.output_item.done":
-            self._item_done(int(data.get("output_index") or 0), data.get("item") or {}, out)
+            self._item_done(at, data.get("item") or {}, out)
         elif kind in TERMINAL:
             self._end(kind, data.get("response") or {}, out)
 
@@ -1078,7 +1088,15 @@ class ResponsesEncoder:
         data = item.delta_head + orjson.dumps(text) + b',"sequence_number":%d}' % seq
         return encode_event(data, _DELTA_NAMES[item.kind])
 
-    def _lifecycle(self, kind: str, status: str, **fields: Any) -> bytes:
+    def _lifecycle(
+        self,
+        kind: str,
+        status: str,
+        usage: Usage | None = None,
+        finish: str | None = None,
+        error: GatewayError | None = None,
+    ) -> bytes:
+        """A lifecycle event: the whole response as it stands (no output while in progress)."""
         output = [item.as_dict() for item in self._items] if status != "in_progress" else []
         response = _response(
             self._id,
@@ -1087,8 +1105,9 @@ class ResponsesEncoder:
             self._echo,
             status=status,
             output=output,
-            usage=fields.pop("usage", None),
-            **fields,
+            usage=usage,
+            finish=finish,
+            error=error,
         )
         return self._event(kind, {"response": response})
 
