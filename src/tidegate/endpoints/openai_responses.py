@@ -19,6 +19,8 @@ class OpenAIResponses(ChatEndpoint):
     render_error = staticmethod(openai_responses.error_body)
 
     def read(self, services: Services, ctx: RequestContext, request: Request) -> ChatCall:
+        """The validated body (400 naming the field), its encoder and renderer, which repeat
+        the request's settings in the `response` object as the API does."""
         body = request.json_object()
         valid = openai_responses.validate_request(body)
         model = valid.model

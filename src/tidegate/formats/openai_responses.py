@@ -881,10 +881,12 @@ class ResponsesStreamParser(SSEStreamParser):
         self.done = False
 
     def side_marker(self, chunk: bytes) -> int:
+        """Where a terminal event or an error may begin in `chunk` (-1: nowhere)."""
         found = [i for i in (chunk.find(n) for n in _SIDE_NEEDLES) if i >= 0]
         return min(found, default=-1)
 
     def handle(self, events: list[SSEEvent]) -> list[Event]:
+        """The canonical events of these events; an unreadable one is skipped and counted."""
         out: list[Event] = []
         for sse in events:
             name = sse.event
@@ -1222,6 +1224,7 @@ class ResponsesEncoder:
     # -- StreamEncoder ------------------------------------------------------------------------
 
     def encode(self, events: list[Event]) -> bytes:
+        """The events of these canonical events (the lifecycle's start before the first)."""
         out: list[bytes] = [] if self._started else [self._start()]
         for e in events:
             if isinstance(e, TextDelta):
@@ -1258,6 +1261,7 @@ class ResponsesEncoder:
         return b"".join(out)
 
     def error(self, err: GatewayError) -> bytes:
+        """Nothing yet: `err` is kept, and `end` writes it (see the class docstring)."""
         self._error = err
         return b""  # written by `end` (see the class docstring)
 
@@ -1275,6 +1279,8 @@ class ResponsesEncoder:
         return encode_event(orjson.dumps(payload), b"error")
 
     def end(self, state: StreamState) -> bytes:
+        """The stream's last events: open items done and the terminal event; after a failure
+        the `error` event and `response.failed`; in pass-through nothing, or the `error`."""
         err = self._error
         if state.passthrough:
             if err is None:

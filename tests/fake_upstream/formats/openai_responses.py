@@ -33,6 +33,8 @@ RESPONSE_ID = "resp_fake"
 
 
 class ResponsesFormat(Format):
+    """The Responses format: named, numbered events; response objects; OpenAI's errors."""
+
     def __init__(self, request: Any, body: Any):
         super().__init__(request, body)
         self.sequence = 0
@@ -73,6 +75,7 @@ class ResponsesFormat(Format):
 
     @staticmethod
     def usage(kind: str, cut: int | None = None) -> dict[str, Any]:
+        """The usage of an answer of `kind` (`cut`: the output tokens of a cut answer)."""
         if kind == "reasoning":
             counts = (R_INPUT, R_CACHED, R_OUTPUT, R_REASONING)
         elif kind == "tools":
@@ -89,6 +92,7 @@ class ResponsesFormat(Format):
         }
 
     def response(self, status: str, output: list[Any], usage: Any, **extra: Any) -> Any:
+        """A response object with the fields a client reads."""
         return {
             "id": RESPONSE_ID,
             "object": "response",
@@ -137,6 +141,7 @@ class ResponsesFormat(Format):
         return items, cut
 
     def ending(self, kind: str) -> tuple[str, dict[str, Any]]:
+        """The terminal event's type and its response: completed, or incomplete if cut."""
         items, cut = self.items(kind)
         usage = self.usage(kind, len(self.pieces(kind)[0]) if cut else None)
         if cut:
