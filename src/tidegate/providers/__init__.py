@@ -12,6 +12,7 @@ from tidegate.providers.demo import DemoProvider
 from tidegate.providers.gemini import GeminiProvider
 from tidegate.providers.ollama import OllamaProvider
 from tidegate.providers.openai import OpenAIProvider
+from tidegate.providers.openai_responses import OpenAIResponsesProvider
 
 _REGISTRY: dict[str, type[Provider]] = {
     cls.name: cls
@@ -22,6 +23,7 @@ _REGISTRY: dict[str, type[Provider]] = {
         OllamaProvider,
         AnythingLLMProvider,
         DemoProvider,
+        OpenAIResponsesProvider,
     )
 }
 
