@@ -127,6 +127,9 @@ async def relay_stream(
         tail += encoder.error(state.error)
     if not skip_end:
         tail += encoder.end(state)
+    if tail and state.passthrough:
+        # The upstream may have been cut inside an event: end that one before ours begin.
+        tail = _event_end(state.last_sent) + tail
     tail = redactor.feed(tail) + redactor.flush()
     try:
         async with asyncio.timeout(config.limits.write_timeout):
