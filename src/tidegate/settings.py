@@ -294,6 +294,14 @@ class StreamsConfig(Frozen):
     resume_grace: float = Field(default=0.0, ge=0, le=3600)
 
 
+class MetricsConfig(Frozen):
+    """`GET /metrics` in Prometheus' format: on by default, behind an admin key unless
+    `public` (for a scraper on a private network)."""
+
+    enabled: bool = True
+    public: bool = False
+
+
 class Config(Frozen):
     """The validated configuration of one gateway process."""
 
@@ -307,6 +315,7 @@ class Config(Frozen):
     workflows: tuple[WorkflowConfig, ...] = ()
     workflow_query: WorkflowQueryConfig = WorkflowQueryConfig()
     streams: StreamsConfig = StreamsConfig()
+    metrics: MetricsConfig = MetricsConfig()
     #: Where shared state lives: `memory` (this process) or a `redis://` URL (all instances).
     state: str = "memory"
     source: str = "built-in"

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+from tidegate import metrics
 from tidegate.asgi import Send, SendMessage
 from tidegate.errors import ClientDisconnected, GatewayError, StreamCancelled
 from tidegate.state import State
@@ -70,12 +71,14 @@ class StreamRegistry:
         assert task is not None
         stream = RunningStream(f"st_{self._prefix}{os.urandom(8).hex()}", owner, task)
         self._streams[stream.id] = stream
+        metrics.OPEN_STREAMS.inc()
         await self._state.set(OWNER_KEY + stream.id, owner.encode(), OWNER_TTL)
         return stream
 
     async def end(self, stream: RunningStream, keep: float = 0) -> None:
         """The stream is over; its owner is remembered `keep` more seconds (for a resume)."""
-        self._streams.pop(stream.id, None)
+        if self._streams.pop(stream.id, None) is not None:
+            metrics.OPEN_STREAMS.dec()
         if keep:
             await self._state.set(OWNER_KEY + stream.id, stream.owner.encode() + _ENDED, keep)
         else:

@@ -10,6 +10,7 @@ from tidegate.endpoints import (
     anthropic_messages,
     gemini,
     health,
+    metrics,
     openai_chat,
     openai_responses,
     playground,
@@ -29,6 +30,7 @@ MODULES = (
     workflows,
     streams,
     playground,
+    metrics,
 )
 
 
