@@ -67,6 +67,7 @@ export interface Source {
 
 /** One event of the answer stream, typed. `id` is the SSE `id:` (a sequence number). */
 export type StreamEvent =
+  | { type: "start"; id: string; streamId: string; resumeToken: string }
   | { type: "chunk"; id: string; content: string }
   | { type: "reasoning"; id: string; content: string }
   | { type: "sources"; id: string; sources: Source[] }
@@ -247,6 +248,8 @@ export function toStreamEvent(message: SseMessage): StreamEvent | undefined {
       if (payload.type === "chunk") return { type: "chunk", id, content: text(payload.content) };
       if (payload.type === "reasoning") return { type: "reasoning", id, content: text(payload.content) };
       return undefined;
+    case "start":
+      return { type: "start", id, streamId: text(payload.stream_id), resumeToken: text(payload.resume_token) };
     case "sources":
       return { type: "sources", id, sources: sources(payload.sources) };
     case "error":
@@ -335,6 +338,8 @@ export interface StreamResult {
   /** Milliseconds from the request to its first chunk or reasoning, if one came. */
   firstTokenMs: number | undefined;
   requestId: string | undefined;
+  /** The stream's id (from its `start` event): what `POST /v1/streams/{id}/cancel` takes. */
+  streamId: string | undefined;
 }
 
 /** A client of one gateway. Stateless: each call is independent. */
@@ -508,6 +513,7 @@ export async function runStream(
     stopped: false,
     firstTokenMs: undefined,
     requestId: undefined,
+    streamId: undefined,
   };
   const onResponse = options.onResponse;
   const events = client.stream(request, {
@@ -522,7 +528,8 @@ export async function runStream(
     if ((event.type === "chunk" || event.type === "reasoning") && result.firstTokenMs === undefined) {
       result.firstTokenMs = Date.now() - started;
     }
-    if (event.type === "chunk") result.text += event.content;
+    if (event.type === "start") result.streamId = event.streamId;
+    else if (event.type === "chunk") result.text += event.content;
     else if (event.type === "reasoning") result.reasoning += event.content;
     else if (event.type === "sources") result.sources = event.sources;
     else if (event.type === "error") result.error = { message: event.message, code: event.code };

@@ -96,6 +96,8 @@ describe(`against a real gateway (${tidegateBin()})`, { timeout: 60_000 }, () =>
       events.map((e) => e.id),
       events.map((_, i) => String(i + 1)),
     );
+    assert.equal(events[0]?.type, "start");  // the stream's id and resume token come first
+    assert.match(result.streamId ?? "", /^st_/);
     assert.equal(events.at(-1)?.type, "end");
     assert.equal(events.filter((e) => e.type === "end").length, 1);
     assert.equal(result.finishReason, "stop");
@@ -119,7 +121,8 @@ describe(`against a real gateway (${tidegateBin()})`, { timeout: 60_000 }, () =>
   test("an upstream failure after the first chunk is an error event, then end with reason error", async () => {
     const events: StreamEvent[] = [];
     for await (const event of client().stream({ question: "Break, please", model: "broken" })) events.push(event);
-    assert.deepEqual(events[0], { type: "chunk", id: "1", content: "Partial answer" });
+    assert.equal(events[0]?.type, "start");
+    assert.deepEqual(events[1], { type: "chunk", id: "2", content: "Partial answer" });
     const error = events.find((e) => e.type === "error");
     assert.ok(error && error.type === "error", JSON.stringify(events));
     assert.equal(error.code, "upstream_error");
