@@ -307,6 +307,64 @@ def test_unknown_workflow_names_the_configured_ones(gw: GatewayProcess) -> None:
     assert "'nope'" in message and "three" in message
 
 
+def test_the_workflows_are_listed_with_their_steps_and_nothing_secret(
+    gw: GatewayProcess, fake: FakeUpstream
+) -> None:
+    """`GET /v1/workflows`: every configured workflow in config order, its description, and its
+    steps' names and kinds; prompts, models, functions and URLs stay in the config."""
+    response = httpx.get(f"{gw.url}/v1/workflows", headers=AUTH, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    configured = workflow_config(fake)["workflows"]
+    assert body == {
+        "object": "list",
+        "data": [
+            {
+                "name": w["name"],
+                "description": w.get("description", ""),
+                "steps": [{"name": s["name"], "kind": s["kind"]} for s in w["steps"]],
+            }
+            for w in configured
+        ],
+    }
+    assert body["data"][0] == {
+        "name": "three",
+        "description": "draft, shout, review",
+        "steps": [
+            {"name": "draft", "kind": "llm"},
+            {"name": "shout", "kind": "function"},
+            {"name": "review", "kind": "llm"},
+        ],
+    }
+    for secret in ("Draft:", "tests.workflow_steps", "writer", "You review drafts."):
+        assert secret not in response.text
+
+
+def test_listing_workflows_needs_a_client_key_and_answers_in_the_native_shape(
+    gw: GatewayProcess,
+) -> None:
+    response = httpx.get(f"{gw.url}/v1/workflows", timeout=10)
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert error["code"] == "unauthorized" and error["message"]
+    wrong = httpx.get(
+        f"{gw.url}/v1/workflows", headers={"Authorization": "Bearer nope"}, timeout=10
+    )
+    assert wrong.status_code == 401
+    assert httpx.post(f"{gw.url}/v1/workflows", headers=AUTH, timeout=10).status_code == 405
+
+
+def test_a_gateway_without_workflows_lists_none(tmp_path: Path) -> None:
+    process = GatewayProcess({"models": [{"name": "demo", "provider": "demo"}]}, tmp_path)
+    try:
+        response = httpx.get(f"{process.url}/v1/workflows", timeout=10)
+        assert response.status_code == 200
+        assert response.json() == {"object": "list", "data": []}
+    finally:
+        process.stop()
+
+
 class SeedReader:
     """The seed's front-end reader (`streamWorkflow` in seed 003), rule for rule: split the new
     text on newlines; take lines starting with `data: `; trim; JSON.parse (failures ignored);

@@ -1,5 +1,7 @@
-"""The browser playground: `GET /` serves a page that asks `/stream-ask` and renders the answer
-as it streams; `GET /static/playground.js` and `/static/playground.css` are its two assets.
+"""The browser playground: `GET /` serves a page that asks `/stream-ask` or runs a workflow
+(`GET /v1/workflows`, `POST /v1/workflows/{name}`, Stop through `POST /v1/streams/{id}/cancel`)
+and renders the answer as it streams; `GET /static/playground.js` and `/static/playground.css`
+are its two assets.
 
 The files ship inside the package (`tidegate/static/`) and are read when first asked for, not at
 import. They are routes of their own, one per file, so no path from a client ever reaches the

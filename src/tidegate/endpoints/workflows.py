@@ -1,6 +1,8 @@
 """Workflows over HTTP: the native protocol and the seed's front-end protocol (the formats:
 formats/workflow.py).
 
+- `GET /v1/workflows`: the configured workflows, `{"object": "list", "data": [{name,
+  description, steps: [{name, kind}]}]}` (what the playground offers next to the models).
 - `POST /v1/workflows/{name}` `{"input": "...", "stream": true, "resumable": false}`: native
   SSE (numbered, named events; resumable through `GET /v1/streams/{id}`), or JSON without
   streaming.
@@ -57,6 +59,22 @@ def _text(fields: dict[str, Any], name: str, message: str) -> str:
     if len(value) > MAX_INPUT_CHARS:
         raise InvalidRequest(f"'{name}' is longer than {MAX_INPUT_CHARS} characters")
     return value
+
+
+def _summary(workflow: WorkflowConfig) -> dict[str, Any]:
+    steps = [{"name": step.name, "kind": step.kind} for step in workflow.steps]
+    return {"name": workflow.name, "description": workflow.description, "steps": steps}
+
+
+async def list_workflows(
+    services: Services, ctx: RequestContext, request: Request, send: Send
+) -> None:
+    """`GET /v1/workflows`: every configured workflow, its description and its steps' names
+    and kinds (nothing else of a step: prompts, URLs and arguments stay server-side)."""
+    data = [_summary(workflow) for workflow in services.config.workflows]
+    ctx.status = 200
+    body = orjson.dumps({"object": "list", "data": data})
+    await send_bytes(send, 200, body, headers=ctx.response_headers())
 
 
 async def run_native(services: Services, ctx: RequestContext, request: Request, send: Send) -> None:
@@ -195,6 +213,7 @@ async def _write(send: Send, frames: bytes) -> None:
 
 
 ROUTES = [
+    Route("GET", "/v1/workflows", list_workflows, protocol.error_body),
     Route("POST", "/v1/workflows/{name}", run_native, protocol.error_body),
     Route("POST", "/workflow/query", run_seed, protocol.seed_error_body),
     Route("POST", "/workflow/query-sync", run_seed_sync, protocol.seed_error_body),

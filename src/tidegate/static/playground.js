@@ -1,4 +1,4 @@
-// tidegate playground: asks /stream-ask and renders the answer as it streams.
+// tidegate playground: asks /stream-ask, or runs a workflow, and renders the answer as it streams.
 //
 // Vanilla and build-free on purpose: the gateway serves this file as is. Everything the
 // answer contains is put into the page as text nodes (textContent, createElement), never as
@@ -135,6 +135,29 @@
     return pre;
   }
 
+  const TABLE_RULE = /^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$/;
+
+  /** The cells of a table row: split on unescaped pipes, outer pipes dropped, `\|` a pipe. */
+  function cells(line) {
+    let row = line.trim();
+    if (row.startsWith("|")) row = row.slice(1);
+    if (row.endsWith("|") && !row.endsWith("\\|")) row = row.slice(0, -1);
+    return row.split(/(?<!\\)\|/).map((cell) => cell.trim().replace(/\\\|/g, "|"));
+  }
+
+  /** A GFM table: a header row, a rule (`|---|:--:|`), then rows while lines hold a pipe. */
+  function table(header, rows) {
+    const node = el("table");
+    const head = node.appendChild(el("thead")).appendChild(el("tr"));
+    for (const cell of header) head.append(inline(cell, el("th")));
+    const body = node.appendChild(el("tbody"));
+    for (const row of rows) {
+      const tr = body.appendChild(el("tr"));
+      header.forEach((_, i) => tr.append(inline(row[i] ?? "", el("td"))));
+    }
+    return node;
+  }
+
   /** Render markdown `text` into `root` (its old content replaced). An unclosed code fence,
    * as while an answer streams, renders as a code block so far. */
   function renderMarkdown(text, root) {
@@ -155,6 +178,14 @@
         const body = [];
         for (i++; i < lines.length && !lines[i].trimStart().startsWith(fence[1]); i++) body.push(lines[i]);
         blocks.append(codeBlock(body.join("\n"), fence[2] || ""));
+        continue;
+      }
+      if (line.includes("|") && i + 1 < lines.length && TABLE_RULE.test(lines[i + 1]) && lines[i + 1].includes("|")) {
+        endPara(); endList();
+        const rows = [];
+        for (i += 2; i < lines.length && lines[i].includes("|") && lines[i].trim(); i++) rows.push(cells(lines[i]));
+        i--;
+        blocks.append(table(cells(line), rows));
         continue;
       }
       const heading = /^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$/.exec(line);
@@ -226,18 +257,23 @@
     error: $("error"), send: $("send"), stop: $("stop"), clear: $("clear"), output: $("output"),
     answer: $("answer"), reasoning: $("reasoning"), reasoningBox: $("reasoning-box"),
     sources: $("sources"), stats: $("stats"), problem: $("problem"), keyForm: $("key-form"),
-    key: $("key"), modelsNote: $("models-note"),
+    key: $("key"), modelsNote: $("models-note"), workflowNote: $("workflow-note"),
+    steps: $("steps"), progress: $("progress"),
   };
   const DEFAULT_QUESTION = {
     ask: "", generate: "", fix: "Fix this error.", explain: "Explain this code.", review: "Review this code.",
   };
+  // A workflow's option in the chooser: its value is `workflow:<name>` (as the gateway's logs
+  // name a run) and it is marked `data-kind="workflow"`, which is what the page goes by.
+  const WORKFLOW_PREFIX = "workflow:";
   const state = {
     key: "", // the client key: in memory only, never stored
-    controller: null,
+    current: null, // the request under way: { controller, workflow, streamId, cancelled, done }
     history: [],
     sessionId: crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2),
     keyWaiter: null,
     keyPrompt: null,
+    workflows: new Map(), // name -> { name, description, steps: [{ name, kind }] }
   };
 
   function headers(extra) {
@@ -282,33 +318,84 @@
     }
   }
 
-  async function loadModels() {
+  /** GET one of the gateway's lists: `{ data }`, or `{ note, status }` saying why not. */
+  async function fetchList(url, what) {
     try {
-      const response = await fetchWithKey("/v1/models", { headers: {} });
+      const response = await fetchWithKey(url, { headers: {} });
       if (!response.ok) {
         const { code, message, status } = await readError(response);
-        ui.modelsNote.textContent = `Models could not be listed: ${describe(code, message, status).title}`;
-        return;
+        return { note: `${what} could not be listed: ${describe(code, message, status).title}`, status };
       }
       const { data } = await response.json();
-      for (const model of data || []) ui.model.append(new Option(model.id, model.id));
-      ui.modelsNote.textContent = `${(data || []).length} models`;
+      return { data: Array.isArray(data) ? data : [] };
     } catch {
-      ui.modelsNote.textContent = "Models could not be listed: the gateway is unreachable.";
+      return { note: `${what} could not be listed: the gateway is unreachable.`, status: 0 };
     }
   }
 
-  function showTask() {
-    const task = ui.task.value;
-    $("code-field").hidden = task === "ask";
-    $("error-field").hidden = task !== "fix";
-    ui.question.placeholder = DEFAULT_QUESTION[task] || "How do I read a file line by line in Python?";
+  /** Fill the chooser: the models, then the workflows (when there are any) in a group; the
+   * note says what was found once both lists are in. */
+  async function loadChoices() {
+    const notes = [];
+    ui.modelsNote.textContent = "Loading models…";
+    const models = await fetchList("/v1/models", "Models");
+    if (models.data) {
+      for (const model of models.data) ui.model.append(new Option(model.id, model.id));
+      notes.push(`${models.data.length} models`);
+    } else {
+      notes.push(models.note);
+    }
+    if (models.status === 401) { // the person declined to give a key: do not ask again
+      ui.modelsNote.textContent = notes.join(" · ");
+      return;
+    }
+    const workflows = await fetchList("/v1/workflows", "Workflows");
+    if (workflows.data?.length) {
+      const group = el("optgroup");
+      group.label = "Workflows";
+      for (const workflow of workflows.data) {
+        const option = new Option(workflow.name, WORKFLOW_PREFIX + workflow.name);
+        option.dataset.kind = "workflow";
+        option.dataset.name = workflow.name;
+        state.workflows.set(workflow.name, workflow);
+        group.append(option);
+      }
+      ui.model.append(group);
+      notes.push(`${workflows.data.length} workflow${workflows.data.length === 1 ? "" : "s"}`);
+    } else if (workflows.note) {
+      notes.push(workflows.note);
+    }
+    ui.modelsNote.textContent = notes.join(" · ");
   }
 
-  function showProblem(code, message, status) {
-    const { title, detail } = describe(code, message, status);
-    $("problem-title").textContent = title;
-    $("problem-detail").textContent = detail;
+  /** The workflow chosen in the model chooser, or null when it is a model. */
+  function chosenWorkflow() {
+    const option = ui.model.selectedOptions[0];
+    if (!option || option.dataset.kind !== "workflow") return null;
+    return state.workflows.get(option.dataset.name) || null;
+  }
+
+  /** Show the fields the chosen model and task take (a workflow takes only its input). */
+  function showChoice() {
+    const workflow = chosenWorkflow();
+    const task = ui.task.value;
+    ui.task.disabled = Boolean(workflow);
+    $("code-field").hidden = Boolean(workflow) || task === "ask";
+    $("error-field").hidden = Boolean(workflow) || task !== "fix";
+    ui.workflowNote.hidden = !workflow;
+    if (workflow) {
+      const steps = (workflow.steps || []).map((s) => `${s.name} (${s.kind})`).join(" → ");
+      ui.workflowNote.textContent = [workflow.description, steps && `Steps: ${steps}`].filter(Boolean).join(" ");
+      ui.question.placeholder = `The input of the workflow ${workflow.name}`;
+    } else {
+      ui.question.placeholder = DEFAULT_QUESTION[task] || "How do I read a file line by line in Python?";
+    }
+  }
+
+  function showProblem(code, message, status, title) {
+    const described = describe(code, message, status);
+    $("problem-title").textContent = title || described.title;
+    $("problem-detail").textContent = described.detail;
     ui.problem.hidden = false;
   }
 
@@ -320,6 +407,9 @@
     ui.sources.replaceChildren();
     ui.sources.hidden = true;
     ui.stats.textContent = "";
+    ui.steps.replaceChildren();
+    ui.progress.textContent = "";
+    ui.progress.hidden = true;
   }
 
   function setState(name) {
@@ -343,7 +433,38 @@
     return body;
   }
 
-  async function send() {
+  /** Read an SSE response to its end, handing each event to `onEvent`. */
+  async function readEvents(response, onEvent) {
+    const parse = sseParser(onEvent);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      parse(value);
+    }
+  }
+
+  /** Start a request: the page's record of it, for Stop. */
+  function begin(workflow) {
+    let finish;
+    const current = {
+      controller: new AbortController(),
+      workflow,
+      streamId: "",
+      cancelled: false,
+      done: new Promise((resolve) => { finish = resolve; }),
+    };
+    current.finish = finish;
+    state.current = current;
+    return current;
+  }
+
+  function send() {
+    const workflow = chosenWorkflow();
+    return workflow ? runWorkflow(workflow) : ask();
+  }
+
+  async function ask() {
     const body = requestBody();
     if (!body.question) {
       ui.question.focus();
@@ -351,8 +472,8 @@
     }
     resetOutput();
     setState("waiting");
-    const controller = new AbortController();
-    state.controller = controller;
+    const current = begin(null);
+    const { controller } = current;
     let started = performance.now();
     const run = { text: "", reasoning: "", firstAt: 0, end: null, failed: false, frame: 0 };
     const paint = () => {
@@ -393,13 +514,7 @@
         showProblem(code, message, status);
         outcome = "error";
       } else {
-        const parse = sseParser(onEvent);
-        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          parse(value);
-        }
+        await readEvents(response, onEvent);
         if (!run.end) {
           showProblem("stream_cut", "", 0);
           outcome = "error";
@@ -414,7 +529,8 @@
         outcome = "error";
       }
     } finally {
-      state.controller = null;
+      state.current = null;
+      current.finish();
     }
     if (run.frame) cancelAnimationFrame(run.frame);
     paint();
@@ -423,6 +539,195 @@
     }
     showStats(run, started, outcome);
     setState(outcome);
+  }
+
+  // -- workflows: the native protocol (docs/protocol.md, "Workflows") --------------------------
+
+  /** A duration as a person reads it: 850 ms, 2.4 s, 3 min 5 s. */
+  function duration(ms) {
+    if (ms < 1000) return `${Math.round(ms)} ms`;
+    if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+    const s = Math.round(ms / 1000);
+    return `${Math.floor(s / 60)} min ${s % 60} s`;
+  }
+
+  function tokens(usage) {
+    return usage ? `${usage.output_tokens} tokens out, ${usage.input_tokens} in` : "";
+  }
+
+  const STEP_FAILURES = {
+    step_failed: "Its code raised an error.",
+    step_timeout: "It took longer than its time limit.",
+  };
+
+  /** A workflow's `error` event as a sentence naming the step. */
+  function stepFailure({ step, code }) {
+    const why = STEP_FAILURES[code] || EXPLAIN[code] || "";
+    if (!step) return EXPLAIN[code] || "The workflow failed.";
+    return `The step “${step}” failed.${why ? ` ${why}` : ""}`;
+  }
+
+  /** One step's part of the output: a heading (name, "step i of n"), its text, its numbers. */
+  function stepView(index, total, name) {
+    const section = el("section", "step");
+    section.dataset.step = name;
+    section.dataset.state = "running";
+    const heading = el("h2", "step-title");
+    heading.append(el("span", "step-name", name), el("span", "step-of", `step ${index} of ${total}`));
+    const body = el("div", "answer step-body");
+    const meta = el("p", "step-meta");
+    section.append(heading, body, meta);
+    ui.steps.append(section);
+    return { section, body, meta, text: "", dirty: false };
+  }
+
+  async function runWorkflow(workflow) {
+    const input = ui.question.value.trim();
+    if (!input) {
+      ui.question.focus();
+      return;
+    }
+    resetOutput();
+    setState("waiting");
+    const current = begin(workflow.name);
+    const { controller } = current;
+    let started = performance.now();
+    const run = { steps: new Map(), last: null, firstAt: 0, end: null, failed: false, frame: 0 };
+    const paint = () => {
+      run.frame = 0;
+      for (const view of run.steps.values()) {
+        if (!view.dirty) continue;
+        view.dirty = false;
+        renderMarkdown(view.text, view.body);
+      }
+    };
+    const schedule = () => { if (!run.frame) run.frame = requestAnimationFrame(paint); };
+    const onEvent = ({ type, data }) => {
+      let payload;
+      try { payload = JSON.parse(data); } catch { return; }
+      if (type === "run_start") {
+        if (payload.stream_id) current.streamId = payload.stream_id;
+      } else if (type === "step_start") {
+        if (!run.firstAt) { run.firstAt = performance.now(); setState("streaming"); }
+        run.last = stepView(payload.index, payload.total, payload.name);
+        run.steps.set(payload.name, run.last);
+      } else if (type === "progress") {
+        const parts = [`Step ${payload.index} of ${payload.total}: ${payload.step}`];
+        parts.push(`${duration(payload.elapsed_ms)} elapsed`);
+        if (typeof payload.eta_ms === "number") parts.push(`about ${duration(payload.eta_ms)} left`);
+        ui.progress.textContent = parts.join(" · ");
+        ui.progress.hidden = false;
+      } else if (type === "chunk") {
+        const view = run.steps.get(payload.step);
+        if (!view) return;
+        view.text += payload.content;
+        view.dirty = true;
+        schedule();
+      } else if (type === "step_end") {
+        const view = run.steps.get(payload.name);
+        if (!view) return;
+        view.section.dataset.state = payload.skipped ? "skipped" : "done";
+        view.meta.textContent = payload.skipped
+          ? "skipped"
+          : [`done in ${duration(payload.duration_ms)}`, tokens(payload.usage)].filter(Boolean).join(" · ");
+      } else if (type === "error") {
+        run.failed = true;
+        const view = payload.step && run.steps.get(payload.step);
+        if (view) {
+          view.section.dataset.state = "error";
+          view.meta.textContent = "failed";
+        }
+        showProblem(payload.code, payload.message, 0, stepFailure(payload));
+      } else if (type === "final_end") {
+        run.end = payload;
+      }
+    };
+    let outcome = "done";
+    try {
+      const response = await fetchWithKey(`/v1/workflows/${encodeURIComponent(workflow.name)}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+        body: JSON.stringify({ input }),
+        signal: controller.signal,
+      }, () => { started = performance.now(); });
+      current.streamId = response.headers.get("X-Tidegate-Stream-Id") || "";
+      if (controller.signal.aborted) {
+        outcome = current.cancelled ? "cancelled" : "stopped";
+      } else if (!response.ok) {
+        const { code, message, status } = await readError(response);
+        showProblem(code, message, status);
+        outcome = "error";
+      } else {
+        await readEvents(response, onEvent);
+        if (!run.end) {
+          showProblem("stream_cut", "", 0);
+          outcome = "error";
+        } else if (run.end.status === "cancelled") {
+          outcome = "cancelled";
+        } else if (run.failed || run.end.status !== "completed") {
+          outcome = "error";
+        }
+      }
+    } catch (err) {
+      if (controller.signal.aborted) outcome = current.cancelled ? "cancelled" : "stopped";
+      else {
+        showProblem("network", String(err && err.message ? err.message : err), 0);
+        outcome = "error";
+      }
+    } finally {
+      state.current = null;
+      current.finish();
+    }
+    if (run.frame) cancelAnimationFrame(run.frame);
+    for (const view of run.steps.values()) view.dirty = true;
+    paint();
+    if (outcome === "cancelled" || outcome === "stopped") {
+      for (const view of run.steps.values()) {
+        if (view.section.dataset.state !== "running") continue;
+        view.section.dataset.state = "cancelled";
+        view.meta.textContent = outcome;
+      }
+    }
+    ui.progress.hidden = true;
+    const parts = [];
+    const status = run.end ? run.end.status : outcome === "cancelled" ? "cancelled" : outcome === "stopped" ? "stopped" : "error";
+    parts.push(`status: ${status}`);
+    if (run.end?.usage) parts.push(tokens(run.end.usage));
+    parts.push(`${((performance.now() - started) / 1000).toFixed(1)} s`);
+    ui.stats.textContent = parts.join(" · ");
+    setState(outcome);
+  }
+
+  const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+  /** Stop the request under way. A workflow run is cancelled at the gateway first
+   * (`POST /v1/streams/{id}/cancel`: its steps stop and it ends with status cancelled), then
+   * the fetch is aborted; a /stream-ask answer, or a run whose id is not known yet, is only
+   * aborted (the gateway stops it when the connection closes). */
+  async function stop() {
+    const current = state.current;
+    if (!current) return;
+    if (!current.workflow || !current.streamId || current.stopping) {
+      current.controller.abort();
+      return;
+    }
+    current.stopping = true;
+    ui.stop.disabled = true;
+    let confirmed = false;
+    try {
+      const response = await fetch(`/v1/streams/${encodeURIComponent(current.streamId)}/cancel`, {
+        method: "POST",
+        headers: headers({}),
+      });
+      await response.body?.cancel();
+      confirmed = response.ok; // 200 cancelled here, 202 cancelling on another instance
+    } catch {
+      confirmed = false;
+    }
+    current.cancelled = confirmed;
+    // The run ends in-band (final_end, status cancelled): let that arrive, then abort either way.
+    if (confirmed) await Promise.race([current.done, sleep(5000)]);
+    current.controller.abort();
   }
 
   function showSources(sources) {
@@ -455,17 +760,18 @@
     }
   });
   ui.stop.addEventListener("click", () => {
-    state.controller?.abort();
+    stop();
     if (state.keyPrompt) closeKeyForm(false);
   });
   ui.clear.addEventListener("click", () => {
-    state.controller?.abort();
+    stop();
     state.history = [];
     state.sessionId = crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
     resetOutput();
     setState("idle");
   });
-  ui.task.addEventListener("change", showTask);
-  showTask();
-  loadModels();
+  ui.task.addEventListener("change", showChoice);
+  ui.model.addEventListener("change", showChoice);
+  showChoice();
+  loadChoices();
 })();
