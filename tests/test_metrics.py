@@ -33,8 +33,19 @@ def config(fake: FakeUpstream, **extra: Any) -> dict[str, Any]:
         "models": [
             {"name": "demo", "provider": "demo", "pace": 0.001},
             {"name": "slow", "provider": "demo", "pace": 0.05},
-            {"name": "flaky", **upstream, "base_url": fake.base("status/500", "metrics") + "/v1"},
-            {"name": "flaky", **upstream, "base_url": fake.base("ok", "metrics") + "/v1"},
+            # Tried in this order: the first fails, the second serves.
+            {
+                "name": "flaky",
+                **upstream,
+                "base_url": fake.base("status/500", "metrics") + "/v1",
+                "priority": 0,
+            },
+            {
+                "name": "flaky",
+                **upstream,
+                "base_url": fake.base("ok", "metrics") + "/v1",
+                "priority": 1,
+            },
         ],
         "auth": {"api_keys": [CLIENT], "admin_keys": [ADMIN]},
         "routing": {"cooldown": {"enabled": True, "failures": 1, "seconds": 30}},
