@@ -230,22 +230,22 @@ def _report(
         lines.append(f"error: {error.code} ({error.status}): {redact(error.message)}")
     lines.append("")
     lines.append("== timings")
-    if exchanges:
-        first = exchanges[0]
-        lines.append(f"first request sent    {ms(first.sent_at)}")
-        for n, ex in enumerate(exchanges, 1):
-            if ex.answered_at is not None:
-                lines.append(
-                    f"request {n} headers    {ms(ex.answered_at)} "
-                    f"({(ex.answered_at - ex.sent_at) * 1000:.1f} ms after it was sent)"
-                )
-            data = [t for t, chunk in ex.reads if chunk]
-            if data:
-                lines.append(f"request {n} first byte {ms(data[0])}, last byte {ms(data[-1])}")
+
+    def timing(label: str, value: str) -> None:
+        lines.append(f"{label.ljust(24)}{value}")
+
+    for n, ex in enumerate(exchanges, 1):
+        timing(f"request {n} sent", ms(ex.sent_at))
+        if ex.answered_at is not None:
+            took = (ex.answered_at - ex.sent_at) * 1000
+            timing(f"request {n} headers", f"{ms(ex.answered_at)} ({took:.1f} ms after sending)")
+        data = [t for t, chunk in ex.reads if chunk]
+        if data:
+            timing(f"request {n} bytes", f"first {ms(data[0])}, last {ms(data[-1])}")
     if events:
-        lines.append(f"first event           {ms(events[0][0])}")
+        timing("first event", ms(events[0][0]))
     text = "".join(e.text for _, e in events if isinstance(e, TextDelta))
-    lines.append(f"total                 {ms(end)}  ({len(events)} events, {len(text)} characters)")
+    timing("total", f"{ms(end)} ({len(events)} events, {len(text)} characters of text)")
     return "\n".join(lines)
 
 

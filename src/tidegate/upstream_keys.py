@@ -146,7 +146,8 @@ async def _run(
         if not entries:
             print("no per-user upstream keys")
         for user, what, value in entries:
-            print(f"{user}\t{what}\t{mask(value)}")
+            shown = mask(value) if value is not None else "(cannot be decrypted with this key)"
+            print(f"{user}\t{what}\t{shown}")
         return 0
     finally:
         await state.aclose()

@@ -148,11 +148,17 @@ class UpstreamKeys:
                 await self._state.set(_KEYS_INDEX, orjson.dumps(users))
             return True
 
-    async def entries(self) -> list[tuple[str, str, str]]:
-        """Every (user, target, key), by user and target."""
-        out = []
+    async def entries(self) -> list[tuple[str, str, str | None]]:
+        """Every (user, target, key), by user and target; a user whose keys cannot be
+        decrypted with this secret key is listed once, with target `*` and no key."""
+        out: list[tuple[str, str, str | None]] = []
         for user in await self._users():
-            for target, key in sorted((await self._read(user)).items()):
+            try:
+                keys = await self._read(user)
+            except InternalError:
+                out.append((user, "*", None))
+                continue
+            for target, key in sorted(keys.items()):
                 out.append((user, target, key))
         return out
 

@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, ClassVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 from pydantic import Field
@@ -191,12 +191,22 @@ async def _values(fields: list[CompiledValue], scope: Scope) -> dict[str, Any]:
     return out
 
 
+def step_url(url: str, base_url: str) -> str:
+    """Where a step's rendered URL goes: a path is joined to the model's `base_url`; an
+    absolute URL is the API's own address, and a model with a `base_url` sends its path there
+    instead (a proxy, a staging server, a test double)."""
+    if url.startswith("/"):
+        return join_url(base_url, url)
+    if base_url and url.startswith(("http://", "https://")):
+        parts = urlsplit(url)
+        return join_url(base_url, parts.path + (f"?{parts.query}" if parts.query else ""))
+    return url
+
+
 async def render_step(step: Step, scope: Scope, base_url: str) -> Rendered:
     """The request a step stands for in `scope`; `InvalidRequest` when a convertor refuses a
     value or a header would hold a line break."""
-    url = as_text(step.url.render(scope))
-    if url.startswith("/"):
-        url = join_url(base_url, url)
+    url = step_url(as_text(step.url.render(scope)), base_url)
     headers: dict[str, str] = {}
     for name, value in (await _values(step.headers, scope)).items():
         text = as_text(value)
@@ -527,8 +537,7 @@ class DescribedProvider(Provider):
         self._vars = dict(self.config.vars)
         self._extra = {k: v.get_secret_value() for k, v in self.config.headers.items()}
         self._key = self.config.api_key.get_secret_value() if self.config.api_key else None
-        shown = d.source.chat.url
-        self.url = self.stream_url = join_url(self._base, shown) if shown.startswith("/") else shown
+        self.url = self.stream_url = step_url(d.source.chat.url, self._base)
         self._fingerprints: dict[str | None, str] = {}
 
     @property
