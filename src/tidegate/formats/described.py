@@ -42,6 +42,10 @@ from tidegate.events import (
 from tidegate.formats.base import PARSE_ERRORS, StreamParser, message_in, status_for_error_type
 from tidegate.sse import DEFAULT_MAX_EVENT_BYTES, NDJSONDecoder, SSEDecoder
 
+#: What mapping one chunk gave (`ResponseMap.map`).
+ERROR, READ, FINISHED = 0, 1, 2
+#: What `Path.find` returns for a path the value lacks.
+MISSING: Any = object()
 #: The canonical fields `resp` may fill.
 OUTPUT_FIELDS = ("text", "reasoning", "done", "finish_reason", "error")
 _PATH = re.compile(r"^[^.\s\[\]]+(\.[^.\s\[\]]+)*$")
@@ -83,26 +87,34 @@ class Path:
                 if obj is None:
                     return None
             elif kind is list and index is not None:
-                if not -len(obj) <= index < len(obj):
+                try:
+                    obj = obj[index]
+                except IndexError:
                     return None
-                obj = obj[index]
             else:
                 return None
         return obj
 
-    def has(self, obj: Any) -> bool:
-        """True when every step of the path exists (its value may be null)."""
+    def find(self, obj: Any) -> Any:
+        """The value at the path (null included), or `MISSING` when a step is missing."""
         for key, index in self.steps:
             kind = type(obj)
             if kind is dict:
-                if key not in obj:
-                    return False
-                obj = obj[key]
-            elif kind is list and index is not None and -len(obj) <= index < len(obj):
-                obj = obj[index]
+                obj = obj.get(key, MISSING)
+                if obj is MISSING:
+                    return MISSING
+            elif kind is list and index is not None:
+                try:
+                    obj = obj[index]
+                except IndexError:
+                    return MISSING
             else:
-                return False
-        return True
+                return MISSING
+        return obj
+
+    def has(self, obj: Any) -> bool:
+        """True when every step of the path exists (its value may be null)."""
+        return self.find(obj) is not MISSING
 
 
 def valid_path(text: str) -> bool:
@@ -123,12 +135,12 @@ class Condition:
 
     def holds(self, obj: Any) -> bool:
         """Whether the condition holds for a chunk."""
+        found = self.path.find(obj)
         if self.op == "exists":
-            present = self.path.has(obj)
+            present = found is not MISSING
             return present if self.value is None or bool(self.value) else not present
-        if not self.path.has(obj):
+        if found is MISSING:
             return False
-        found = self.path.get(obj)
         if self.op == "==":
             return bool(found == self.value)
         if self.op == "!=":
@@ -194,30 +206,34 @@ class ResponseMap:
         self.rules = [FieldRule(r) for r in chat.errors if r.name is not None]
         self.default_errors = not self.rules and self.error is None
 
-    def map(self, obj: Any, out: list[Event]) -> bool:
-        """Append the events of one chunk; False when the chunk is an error."""
+    def map(self, obj: Any, out: list[Event]) -> int:
+        """Append the events of one chunk: `ERROR` when it is an error, `FINISHED` when it
+        gave a finish reason, else `READ`."""
         for rule in self.rules:
             if rule.condition.holds(obj):
                 out.append(StreamError(rule.error(obj, self.provider)))
-                return False
+                return ERROR
         if self.error is not None:
             found = self.error.get(obj)
             if found:
                 out.append(StreamError(self._error(found, obj)))
-                return False
+                return ERROR
         elif self.default_errors and type(obj) is dict:
             found = obj.get("error")
             if found:
                 out.append(StreamError(self._error(found, obj)))
-                return False
-        cleared: tuple[str, ...] | list[str] = ()
-        if self.filters:
-            cleared = [name for cond, name in self.filters if cond.holds(obj)]
-        if self.reasoning is not None and "reasoning" not in cleared:
+                return ERROR
+        cleared: set[str] | None = None
+        for condition, name in self.filters:
+            if condition.holds(obj):
+                if cleared is None:
+                    cleared = set()
+                cleared.add(name)
+        if self.reasoning is not None and (cleared is None or "reasoning" not in cleared):
             value = self.reasoning.get(obj)
             if value:
                 out.append(ReasoningDelta(value if type(value) is str else as_text(value)))
-        if self.text is not None and "text" not in cleared:
+        if self.text is not None and (cleared is None or "text" not in cleared):
             value = self.text.get(obj)
             if value:
                 out.append(TextDelta(value if type(value) is str else as_text(value)))
@@ -226,11 +242,14 @@ class ResponseMap:
             numbers = {k: int(v) for k, v in counts.items() if isinstance(v, int | float)}
             if numbers:
                 out.append(UsageUpdate(Usage(**numbers)))
-        if self.finish is not None and "done" not in cleared and "finish_reason" not in cleared:
+        if self.finish is not None and (
+            cleared is None or ("done" not in cleared and "finish_reason" not in cleared)
+        ):
             value = self.finish.get(obj)
             if value:
                 out.append(Finish(value if type(value) is str else "stop"))
-        return True
+                return FINISHED
+        return READ
 
     def _error(self, found: Any, obj: Any) -> UpstreamStatusError:
         kind = found.get("type") if isinstance(found, dict) else None
@@ -363,17 +382,17 @@ class DescribedStreamParser(StreamParser):
             return
         mark = len(out)
         try:
-            ok = self._map.map(obj, out)
+            outcome = self._map.map(obj, out)
         except PARSE_ERRORS:
             del out[mark:]
             self.skip(data)
             return
-        if ok:
-            self.started = True
-            if any(type(e) is Finish for e in out[mark:]):
-                self.finished = True
-        else:
+        if outcome == ERROR:
             self.done = True
+            return
+        self.started = True
+        if outcome == FINISHED:
+            self.finished = True
 
 
 class AnswerSpec:
