@@ -150,8 +150,9 @@ class ChatStep(_Frozen):
     chunk_match: str | None = None
     chunk_filter: ChunkFilter | tuple[ChunkFilter, ...] | None = None
     framing: Framing = "sse"
-    #: The chunk that ends the stream (after `chunk_match`); None: the end of the body.
-    end: str | None = "[DONE]"
+    #: The chunk that ends the stream (after `chunk_match`); null: the end of the body. When
+    #: not given: `[DONE]` with `sse`, none otherwise (`end_marker()`).
+    end: str | None = None
     usage: dict[UsageName, str] = Field(default_factory=dict)
     errors: tuple[ErrorRule, ...] = ()
 
@@ -162,6 +163,12 @@ class ChatStep(_Frozen):
         if isinstance(self.resp, dict):
             return list(self.resp.items())
         return [(r.name, r.value) for r in self.resp]
+
+    def end_marker(self) -> str | None:
+        """The chunk that ends the stream: `end` when given, else `[DONE]` for SSE."""
+        if "end" in self.model_fields_set:
+            return self.end
+        return "[DONE]" if self.framing == "sse" else None
 
     def filters(self) -> tuple[ChunkFilter, ...]:
         """`chunk_filter` as a tuple (one filter or several)."""

@@ -7,7 +7,7 @@ to canonical events, as the descriptor's `chat` step says (descriptors.py).
 - `chunk_match`: its first group is the chunk's JSON; a chunk it does not match is used whole
   (the seed's rule), but in `lines`. A regex that takes an SSE `data:` line's payload (the
   seed's `data: (.*)`) is what the SSE decoder already does, and is skipped;
-- `end`: the chunk that ends the stream (`[DONE]` by default);
+- `end`: the chunk that ends the stream (`[DONE]` by default with `sse`, none otherwise);
 - `resp`: canonical fields from dotted paths: `text`, `reasoning`, `done`/`finish_reason` (a
   reason, or `true` for `stop`), `error`; `usage`: the counters of events.Usage;
 - `chunk_filter`: when its condition holds for a chunk, its `field` is cleared for that chunk;
@@ -403,13 +403,13 @@ class AnswerSpec:
     def __init__(self, chat: ChatStep, provider: str, match: re.Pattern[str] | None):
         self.framing: Literal["sse", "ndjson", "lines", "json"] = chat.framing
         self.response = ResponseMap(chat, provider)
-        self.end = chat.end
+        self.end = chat.end_marker()
         if match is not None and chat.framing == "sse" and _matches_data_line(match):
             match = None  # `data: (.*)`: the SSE decoder has done that already
         self.match = match
         self.match_bytes = re.compile(match.pattern.encode()) if match is not None else None
         has_finish = self.response.finish is not None
-        self.expects_end = chat.framing != "json" and (has_finish or chat.end is not None)
+        self.expects_end = chat.framing != "json" and (has_finish or self.end is not None)
 
 
 def _matches_data_line(match: re.Pattern[str]) -> bool:
