@@ -373,15 +373,25 @@ def test_image_file_absolute_path_through_a_symlinked_root(tmp_path: Path, image
 def test_redactors_learn_runtime_secrets() -> None:
     book = SecretBook(limit=2)
     redact = Redactor(["configured-key-1"], book)
-    stream = redact.stream()
     assert redact("token tok-abcdef123") == "token tok-abcdef123"
     book.add("tok-abcdef123", "short")  # too short to be kept
     assert redact("token tok-abcdef123 short") == "token [REDACTED] short"
-    assert stream.feed(b"a tok-abc") == b"a "  # the possible start of a secret waits
-    assert stream.feed(b"def123 b") == b"[REDACTED] b"
+    assert redact.bytes(b"x tok-abcdef123") == b"x [REDACTED]"
+    assert redact.excerpt("tok-abcdef123 and more", 12) == "[REDACTED] a…"
     book.add("second-secret-9", "third-secret-99")  # bounded: the oldest is forgotten
     assert redact("tok-abcdef123 second-secret-9") == "tok-abcdef123 [REDACTED]"
     assert redact("configured-key-1") == "[REDACTED]"
+
+
+def test_streams_are_checked_for_configured_secrets() -> None:
+    """Per chunk, only the configured secrets (their cost does not grow with users); runtime
+    ones are applied to errors, whole answers and logs."""
+    book = SecretBook()
+    book.add("tok-runtime-123456")
+    stream = Redactor(["configured-key-1"], book).stream()
+    assert stream.feed(b"a configured-") == b"a "  # the possible start of a secret waits
+    assert stream.feed(b"key-1 b") == b"[REDACTED] b"
+    assert stream.feed(b"tok-runtime-123456\n") == b"tok-runtime-123456\n"
 
 
 # -- loading -------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ Three shapes of the same rule:
   replaced, and so is a trailing prefix of one (at least `PREFIX_MIN` characters): a text that
   was cut, by the upstream or by a read limit, may end in the first half of a key.
 - `Redactor.excerpt(text, limit)`: redact first, then shorten, so a cut never keeps half a key.
-- `Redactor.stream()`: a `StreamRedactor` for a byte stream that reaches a client read by read.
+- `Redactor.stream()`: a `StreamRedactor` for a byte stream that reaches a client read by read
+  (configured secrets; see `Redactor.stream` for the runtime ones).
   A secret split across reads is still caught: the bytes at the end of a read that could be the
   start of a secret wait for the next read (an SSE read ends with a blank line, which starts no
   secret, so in practice only reads cut inside an event wait).
@@ -95,13 +96,16 @@ class Redactor:
     """Replaces every occurrence of the given secrets with `[REDACTED]`; with a `book`, also
     every secret learned at run time."""
 
-    __slots__ = ("_book", "_c", "_seen", "_static")
+    __slots__ = ("_book", "_c", "_configured", "_seen", "_static")
 
     def __init__(self, secrets: Iterable[str], book: SecretBook | None = None):
         self._static = tuple(secrets)
         self._book = book
         self._seen = book.version if book is not None else 0
-        self._c = _Compiled((*self._static, *(book.values() if book is not None else ())))
+        self._configured = _Compiled(self._static)
+        self._c = (
+            _Compiled((*self._static, *book.values())) if book is not None else self._configured
+        )
 
     def _current(self) -> _Compiled:
         book = self._book
@@ -143,22 +147,30 @@ class Redactor:
         return text if len(text) <= limit else text[:limit] + "…"
 
     def stream(self) -> StreamRedactor:
-        """A redactor for one byte stream, read by read."""
-        return StreamRedactor(self)
+        """A redactor for one byte stream, read by read: the configured secrets only.
+
+        Checking every chunk costs time in proportion to the number of secrets, and the
+        secrets learned at run time can be many (a token per user); they cannot be in a
+        streamed answer's text (the model never sees them), and an upstream's error, the one
+        place they are echoed, is redacted with them before it is written (`excerpt`). An
+        upstream's own error event forwarded as is in pass-through can only echo the
+        requesting user's own upstream key back to that user.
+        """
+        return StreamRedactor(self._configured)
 
 
 class StreamRedactor:
     """Redacts a byte stream fed in reads; call `flush()` at its end."""
 
-    __slots__ = ("_held", "_redactor")
+    __slots__ = ("_c", "_held")
 
-    def __init__(self, redactor: Redactor):
-        self._redactor = redactor
+    def __init__(self, compiled: _Compiled):
+        self._c = compiled
         self._held = b""
 
     def feed(self, data: bytes) -> bytes:
         """The redacted bytes that can go out now (the possible start of a secret waits)."""
-        c = self._redactor._current()
+        c = self._c
         if c.bytes_pattern is None:
             return data
         if self._held:
