@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet
 
 from tests.inprocess import Driver, ScriptedResponse, ScriptedUpstream, sse
 from tidegate.providers.credentials import UpstreamKeys
+from tidegate.providers.described import DescribedProvider
 from tidegate.providers.http import UpstreamCall
 
 SEED = orjson.loads((Path(__file__).parent / "fixtures" / "seed_001_descriptor.json").read_bytes())
@@ -253,6 +254,11 @@ def test_per_user_keys_never_cross_users() -> None:
             # A stored entry is encrypted: the key is not in the state in the clear.
             stored = await gw.services.state.get("upstream_keys:user:alice")
             assert stored is not None and ALICE_KEY.encode() not in stored
+            # With a secret key, cached tokens are encrypted in the state too.
+            provider = gw.services.router.group("seed")[0].provider
+            assert isinstance(provider, DescribedProvider)
+            token = await gw.services.state.get("tokens:" + provider.token_key("alice", ALICE_KEY))
+            assert token is not None and token.startswith(b"f:") and b"tok-" not in token
             await keys.remove("alice", "model:seed")
             assert (await ask(gw, ALICE_CLIENT)).status == 200
             assert service.fetches[-1] == MODEL_KEY  # back to the model's key
@@ -304,5 +310,113 @@ def test_image_file_reads_only_below_the_allowed_directories(tmp_path: Path) -> 
                 assert refused.status == 400, (path, refused.body)
                 assert "image_file" in refused.json()["error"]["message"]
             assert len(seen) == 1  # nothing refused reached the upstream
+
+    asyncio.run(main())
+
+
+def test_status_rules_decide_retries() -> None:
+    descriptor = {
+        "name": "flaky",
+        "chat": {
+            "url": "http://upstream.test/gen",
+            "data": {"q": "${query}"},
+            "framing": "json",
+            "resp": {"text": "answer"},
+            "errors": [{"status": 503, "retryable": False}, {"status": 400, "retryable": True}],
+        },
+    }
+    statuses: list[int] = []
+
+    def answer(call: UpstreamCall) -> ScriptedResponse:
+        status = statuses.pop(0)
+        return ScriptedResponse(status, [b'{"error": "busy"}'], "application/json")
+
+    async def main() -> None:
+        upstream = ScriptedUpstream()
+        upstream.on("/gen", answer)
+        cfg = config()
+        cfg["providers"] = [descriptor]
+        cfg["models"] = [{"name": "seed", "provider": "flaky", "retries": 2}]
+        async with Driver(cfg, upstream=upstream) as gw:
+            statuses.extend([503, 200])
+            result = await ask(gw)
+            assert result.status == 502 and len(upstream.calls) == 1  # not worth another try
+            statuses[:] = [400, 400, 400]
+            result = await ask(gw)
+            assert result.status == 400 and len(upstream.calls) == 4  # tried 1 + 2 retries
+            assert "busy" in result.json()["error"]["message"]
+
+    asyncio.run(main())
+
+
+def test_an_oauth_style_auth_step() -> None:
+    """Form-encoded client credentials from `vars:` and the environment, a token at a nested
+    path with a fixed `ttl`, mapping-form headers and query parameters."""
+    descriptor = {
+        "name": "oauth-api",
+        "auth": {
+            "url": "https://login.vendor.test/oauth/token",
+            "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+            "data": {
+                "grant_type": "client_credentials",
+                "client_id": "${client_id}",
+                "client_secret": "${env.VENDOR_SECRET}",
+            },
+            "set_data": [{"name": "bearer", "field": "data.access_token"}],
+            "ttl": 60,
+        },
+        "chat": {
+            "url": "https://api.vendor.test/v2/chat",
+            "need_auth": True,
+            "headers": {"Authorization": "Bearer ${bearer}", "X-Tenant": "${vars.tenant}"},
+            "params": {"api-version": "2024-01", "user": "${user}"},
+            "data": {"input": "${prompt}", "stream": "${stream}"},
+            "framing": "ndjson",
+            "resp": {"text": "delta", "done": "finished"},
+        },
+    }
+    secret = "vendor-client-secret-81f2"
+    calls: list[UpstreamCall] = []
+
+    def token(call: UpstreamCall) -> ScriptedResponse:
+        calls.append(call)
+        body = orjson.dumps({"data": {"access_token": "vendor-token-0a1b2c3d"}})
+        return ScriptedResponse(200, [body], "application/json")
+
+    def chat(call: UpstreamCall) -> ScriptedResponse:
+        calls.append(call)
+        lines = b'{"delta": "ok"}\n{"finished": "stop"}\n'
+        return ScriptedResponse(200, [lines], "application/x-ndjson")
+
+    async def main() -> None:
+        upstream = ScriptedUpstream()
+        upstream.on("/oauth/token", token)
+        upstream.on("/v2/chat", chat)
+        cfg = config()
+        cfg["providers"] = [descriptor]
+        cfg["models"] = [
+            {
+                "name": "seed",
+                "provider": "oauth-api",
+                "vars": {"client_id": "tidegate", "tenant": "acme"},
+            }
+        ]
+        async with Driver(cfg, upstream=upstream, env={"VENDOR_SECRET": secret}) as gw:
+            for _ in range(2):
+                result = await ask(gw, ALICE_CLIENT, stream=True)
+                assert result.status == 200 and b"ok" in result.body
+            gw.clock.advance(61)
+            assert (await ask(gw, ALICE_CLIENT)).status == 200
+        auth = [c for c in calls if "oauth" in c.url]
+        assert len(auth) == 2  # the second after the ttl passed
+        assert auth[0].body == (
+            b"grant_type=client_credentials&client_id=tidegate&client_secret=" + secret.encode()
+        )
+        chat_call = next(c for c in calls if "/v2/chat" in c.url)
+        assert chat_call.url == "https://api.vendor.test/v2/chat?api-version=2024-01&user=alice"
+        assert chat_call.headers["Authorization"] == "Bearer vendor-token-0a1b2c3d"
+        assert chat_call.headers["X-Tenant"] == "acme"
+        assert orjson.loads(chat_call.body) == {"input": "q", "stream": True}
+        assert secret in gw.config.secrets()  # an ${env.NAME} value is a secret
 
     asyncio.run(main())
