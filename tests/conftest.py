@@ -48,7 +48,7 @@ SCENARIOS = {
     "pings": "pings",
     "slow_stream": "slow_stream",
 }
-FORMATS = ["openai", "kb", "anthropic", "gemini", "ollama"]
+FORMATS = ["openai", "kb", "anthropic", "gemini", "ollama", "openai-responses"]
 TEST_TIMEOUTS = {"connect": 2, "first_byte": 1.5, "idle": 0.6, "total": 60}
 _LISTENING = re.compile(r"listening on (http://\S+?:\d+)")
 
@@ -175,6 +175,13 @@ def scenario_models(fake: FakeUpstream) -> list[dict[str, Any]]:
                 "provider": "ollama",
                 "base_url": base,
                 "model": "llama-fake",
+                **common,
+            },
+            {
+                "name": f"openai-responses-{s}",
+                "provider": "openai-responses",
+                "base_url": base + "/v1",
+                "model": "fake-model",
                 **common,
             },
         ]

@@ -52,7 +52,7 @@ class ScriptedResponse(UpstreamResponse):
     def __init__(
         self,
         status: int = 200,
-        reads: Sequence[bytes] = (),
+        reads: Sequence[bytes | BaseException] = (),
         content_type: str = "text/event-stream",
         retry_after: float | None = None,
     ):
@@ -64,10 +64,13 @@ class ScriptedResponse(UpstreamResponse):
 
     async def read_chunk(self) -> bytes:
         await asyncio.sleep(0)
-        return self._reads.pop(0) if self._reads else b""
+        read = self._reads.pop(0) if self._reads else b""
+        if isinstance(read, BaseException):
+            raise read  # the connection failed here
+        return read
 
     async def read_body(self, limit: int) -> bytes:
-        body = b"".join(self._reads)[:limit]
+        body = b"".join(r for r in self._reads if isinstance(r, bytes))[:limit]
         self._reads = []
         return body
 

@@ -73,7 +73,7 @@ def test_env_substitution_and_defaults(tmp_path: Path) -> None:
         (
             {"models": [{**OPENAI, "provider": "gpt"}]},
             "models[0].provider",
-            "use one of: anthropic, anythingllm, demo, gemini, ollama, openai",
+            "use one of: anthropic, anythingllm, demo, gemini, ollama, openai, openai-responses",
         ),
         ({"models": [{"name": "m", "provider": "openai"}]}, "models[0].base_url", "is required"),
         (

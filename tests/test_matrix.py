@@ -35,8 +35,8 @@ from tests.fake_upstream import (
     TOOL_CALLS,
 )
 
-UPSTREAMS = ["openai", "anthropic", "gemini", "ollama", "kb"]
-CLIENTS = ["openai", "anthropic", "gemini", "stream_ask"]
+UPSTREAMS = ["openai", "anthropic", "gemini", "ollama", "kb", "openai-responses"]
+CLIENTS = ["openai", "anthropic", "gemini", "stream_ask", "responses"]
 PROMPT = "What is the weather in Paris?"
 WEATHER_SCHEMA = {
     "type": "object",
@@ -100,6 +100,49 @@ def via_openai(gw: GatewayProcess, model: str, stream: bool, tools: bool) -> Res
             "reasoning": (usage.completion_tokens_details.reasoning_tokens or 0)
             if usage.completion_tokens_details
             else 0,
+        },
+    )
+
+
+RESPONSES_FINISH = {"completed": "stop", "incomplete": "length"}
+
+
+def via_responses(gw: GatewayProcess, model: str, stream: bool, tools: bool) -> Result:
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    kwargs: dict[str, Any] = {"model": model, "input": PROMPT}
+    if tools:
+        kwargs["tools"] = [
+            {"type": "function", "name": "get_weather", "parameters": WEATHER_SCHEMA},
+            {"type": "function", "name": "get_time", "parameters": TIME_SCHEMA},
+        ]
+    if stream:
+        with client.responses.stream(**kwargs) as s:
+            streamed = "".join(e.delta for e in s if e.type == "response.output_text.delta")
+            response = s.get_final_response()
+        assert streamed == response.output_text
+    else:
+        response = client.responses.create(**kwargs)
+    calls = [
+        (item.name, orjson.loads(item.arguments))
+        for item in response.output
+        if item.type == "function_call"
+    ]
+    reasoning = "".join(
+        s.text for item in response.output if item.type == "reasoning" for s in item.summary
+    )
+    finish = RESPONSES_FINISH.get(response.status or "", response.status)
+    u = response.usage
+    assert u is not None
+    return Result(
+        text=response.output_text,
+        reasoning=reasoning,
+        tool_calls=calls,
+        finish="tool_calls" if finish == "stop" and calls else finish,
+        usage={
+            "input": u.input_tokens,
+            "output": u.output_tokens,
+            "cache_read": u.input_tokens_details.cached_tokens,
+            "reasoning": u.output_tokens_details.reasoning_tokens,
         },
     )
 
@@ -230,6 +273,7 @@ CLIENT_FUNCS = {
     "anthropic": via_anthropic,
     "gemini": via_gemini,
     "stream_ask": via_stream_ask,
+    "responses": via_responses,
 }
 
 
@@ -254,7 +298,9 @@ def expected(upstream: str, case: str) -> Result:
                 "input": R_INPUT,
                 "output": R_OUTPUT,
                 "cache_read": 0 if upstream == "ollama" else R_CACHED,
-                "reasoning": R_REASONING if upstream in ("openai", "gemini") else 0,
+                "reasoning": R_REASONING
+                if upstream in ("openai", "gemini", "openai-responses")
+                else 0,
             },
         )
     return Result(
@@ -302,6 +348,7 @@ ERRORS: dict[str, type[Exception]] = {
     "anthropic": anthropic.APIStatusError,
     "gemini": genai_errors.APIError,
     "stream_ask": StreamAskError,
+    "responses": openai.APIError,
 }
 
 
@@ -316,7 +363,7 @@ def test_mid_stream_error_raises_the_sdk_error(
 
 
 @pytest.mark.parametrize("upstream", UPSTREAMS)
-@pytest.mark.parametrize("client", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("client", ["openai", "anthropic", "gemini", "responses"])
 def test_error_before_first_byte_raises_the_sdk_status_error(
     gateway: GatewayProcess, client: str, upstream: str
 ) -> None:
@@ -324,6 +371,7 @@ def test_error_before_first_byte_raises_the_sdk_status_error(
         "openai": openai.RateLimitError,
         "anthropic": anthropic.RateLimitError,
         "gemini": genai_errors.ClientError,
+        "responses": openai.RateLimitError,
     }
     with pytest.raises(expected_errors[client]) as info:
         CLIENT_FUNCS[client](gateway, f"{upstream}-status_429", True, False)

@@ -15,6 +15,7 @@ from tests.inprocess import Driver, ManualClock, ScriptedResponse, ScriptedUpstr
 from tidegate.deployments import Health
 from tidegate.providers.http import UpstreamCall
 from tidegate.settings import CooldownConfig
+from tidegate.sse import SSEDecoder
 
 CHUNK = {"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
 END = {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
@@ -227,3 +228,58 @@ def test_health_is_a_pure_state_machine_of_the_clock() -> None:
     solo = Health(CooldownConfig(failures=1), solo=True)
     solo.failure(1)
     assert solo.available(1)  # the only deployment of a group never cools down
+
+
+ANTHROPIC_HEAD = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":'
+    b'"message","role":"assistant","model":"claude","content":[],"stop_reason":null,'
+    b'"usage":{"input_tokens":3,"output_tokens":1}}}\n\n'
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"text","text":""}}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"Hel"}}\n\n'
+)
+
+
+@pytest.mark.parametrize(
+    "cut", [b"", b'event: content_block_delta\ndata: {"type":"content_bl'], ids=["at", "inside"]
+)
+def test_a_pass_through_stream_cut_by_the_upstream_ends_with_one_well_formed_error_event(
+    cut: bytes,
+) -> None:
+    """Anthropic to Anthropic: the upstream's connection fails after some events (at an event
+    boundary, or inside an event). The client gets the upstream's events, then one `error`
+    event of its own — a separate event, and no second `message_start`."""
+    upstream = ScriptedUpstream()
+    upstream.on(
+        "anthropic.test",
+        lambda call: ScriptedResponse(
+            200, [ANTHROPIC_HEAD + cut, ConnectionResetError(104, "reset")]
+        ),
+    )
+    config = {
+        "models": [{"name": "an", "provider": "anthropic", "base_url": "http://anthropic.test"}]
+    }
+    body = {
+        "model": "an",
+        "max_tokens": 5,
+        "stream": True,
+        "messages": [{"role": "user", "content": "q"}],
+    }
+
+    async def main() -> None:
+        async with Driver(config, upstream=upstream) as gw:
+            result = await gw.post("/v1/messages", body)
+            assert result.status == 200
+            assert result.body.startswith(ANTHROPIC_HEAD + cut)
+            assert result.body.count(b"event: message_start") == 1
+            decoder = SSEDecoder()
+            events = decoder.decode(result.body) + decoder.finish()
+            names = [e.event for e in events]
+            assert names[:3] == ["message_start", "content_block_start", "content_block_delta"]
+            assert names[-1] == "error"
+            error = orjson.loads(events[-1].data)
+            assert error["type"] == "error" and error["error"]["type"]
+            assert len(events) == 4 + (1 if cut else 0)  # the cut event stays a (broken) event
+
+    run(main())

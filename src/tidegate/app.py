@@ -18,8 +18,11 @@ import contextlib
 import itertools
 import os
 import re
+import time
 from collections.abc import Awaitable
+from dataclasses import replace
 
+from tidegate import metrics
 from tidegate.asgi import DisconnectWatcher, Receive, Request, Scope, Send, send_bytes
 from tidegate.auth import Identity, key_hash, presented_key
 from tidegate.context import CLIENT_CLOSED, RequestContext
@@ -60,7 +63,16 @@ class Gateway:
         self._id_prefix = os.urandom(5).hex()
         self._id_counter = itertools.count(1)
         self.loop_lag = self.services.loop_lag
-        self.routes = RouteTable(all_routes())
+        routes = all_routes()
+        self._metrics = config.metrics.enabled
+        if not config.metrics.enabled:
+            routes = [r for r in routes if r.path != "/metrics"]
+        elif config.metrics.public:
+            routes = [replace(r, access="public") if r.path == "/metrics" else r for r in routes]
+        self._metric_models = set(config.model_names()) | {
+            f"workflow:{w.name}" for w in config.workflows
+        }
+        self.routes = RouteTable(routes)
         self._draining = False
         self.state = self.services.state
         self._unsubscribe: Unsubscribe | None = None
@@ -152,7 +164,10 @@ class Gateway:
                 raise MethodNotAllowed(f"{request.path} accepts {', '.join(methods)}")
             # Anything under /admin/ is admin, whatever its route says.
             access = "admin" if request.path.startswith("/admin/") else route.access
-            if access == "client":
+            if access == "client_or_token" and "token" in request.query:
+                if presented_key(request, admin=False):
+                    ctx.identity = await self._identify_client(request, route.key_hint)
+            elif access in ("client", "client_or_token"):
                 ctx.identity = await self._identify_client(request, route.key_hint)
             elif access == "admin":
                 await self._check_admin_key(request)
@@ -183,6 +198,17 @@ class Gateway:
             if watcher is not None:
                 watcher.done()
             self.access_log.write(ctx.log_fields())
+            if self._metrics:
+                self._count(ctx, route.path if route is not None else "unmatched")
+
+    def _count(self, ctx: RequestContext, endpoint: str) -> None:
+        """Count the request in the metrics, labelled only with what the config defines."""
+        now = time.perf_counter()
+        model = ctx.model if ctx.model in self._metric_models else "other"
+        ttfb = ctx.first_byte_at - ctx.start if ctx.first_byte_at is not None else None
+        status = ctx.status or CLIENT_CLOSED
+        error = ctx.error_code
+        metrics.count_request(endpoint, model, status, error, now - ctx.start, ttfb, ctx.usage)
 
     async def _send_error(
         self, ctx: RequestContext, err: GatewayError, render: ErrorRenderer, send: Send

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
+from tidegate import metrics
 from tidegate.clock import Clock
 from tidegate.context import RequestContext
 from tidegate.deployments import Deployment
@@ -109,6 +110,7 @@ class Attempt:
 
     def succeed(self) -> None:
         """The deployment answered well: it serves this request."""
+        metrics.ATTEMPTS.labels(self.deployment.key, "ok").inc()
         self.deployment.health.success()
         self._ctx.dropped = self.call.dropped
         self._ctx.deployment = self.deployment.key
@@ -116,9 +118,14 @@ class Attempt:
     def fail(self, err: GatewayError) -> None:
         """The attempt failed; an upstream failure counts against the deployment."""
         self.error = err
+        metrics.ATTEMPTS.labels(self.deployment.key, err.code).inc()
         if isinstance(err, UpstreamError):
             retry_after = err.retry_after if err.status == 429 else None
-            self.deployment.health.failure(self._clock.now(), retry_after, err)
+            health = self.deployment.health
+            trips = health.trips
+            health.failure(self._clock.now(), retry_after, err)
+            if health.trips > trips:
+                metrics.COOLDOWNS.labels(self.deployment.key).inc()
 
     # -- I/O ----------------------------------------------------------------------------------
 

@@ -533,6 +533,7 @@ def _check_workflows(config: Config, models: list[str]) -> None:
     """Workflow names unique, steps named once, models defined, references to earlier steps
     only, functions importable; `workflow_query.workflow` names a workflow."""
     import importlib
+    import inspect
 
     seen: set[str] = set()
     for i, workflow in enumerate(config.workflows):
@@ -574,6 +575,17 @@ def _check_workflows(config: Config, models: list[str]) -> None:
                     ) from None
                 if not callable(target):
                     raise ConfigError(f"{at}.function", f"{step.function!r} is not callable")
+                try:
+                    inspect.signature(target).bind("input", {}, **step.args)
+                except TypeError as exc:
+                    raise ConfigError(
+                        f"{at}.args",
+                        f"{step.function!r} cannot be called with these args ({exc})",
+                        "a step function takes (input, outputs) and the step's args as "
+                        "keyword arguments",
+                    ) from None
+                except ValueError:
+                    pass  # a callable without a signature: find out when it runs
             earlier.append(step.name)
     wanted = config.workflow_query.workflow
     if wanted is not None and wanted not in seen:

@@ -34,6 +34,7 @@ class RequestContext:
         "model",
         "redactor",
         "request_id",
+        "resumable",
         "skipped",
         "skipped_lines",
         "start",
@@ -65,6 +66,8 @@ class RequestContext:
         self.upstream: str | None = None
         self.stream = False
         self.stream_id: str | None = None
+        #: The request asked its stream to outlive a disconnect for a while (resume grace).
+        self.resumable = False
         #: Watches for the client leaving (set by the app once the body is read).
         self.watcher: DisconnectWatcher | None = None
         self.status = 0

@@ -64,6 +64,19 @@ def startup_line(text: str, *, json: bool) -> str:
     return orjson.dumps(line).decode()
 
 
+#: Held by both writer threads (log records, access lines) around each write to stderr: a write
+#: longer than the pipe's atomic size could otherwise be interleaved with the other's.
+STDERR_LOCK = threading.Lock()
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes under `STDERR_LOCK`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with STDERR_LOCK:
+            super().emit(record)
+
+
 def setup_logging(
     level: str = "info", redactor: Redactor | None = None, *, json: bool = True
 ) -> logging.handlers.QueueListener:
@@ -74,7 +87,7 @@ def setup_logging(
     line is a JSON object (uvicorn's own lines included).
     """
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    stream = logging.StreamHandler(sys.stderr)
+    stream = _StderrHandler(sys.stderr)
     formatter = JsonFormatter if json else RedactingFormatter
     stream.setFormatter(formatter(redactor or Redactor(())))
     listener = logging.handlers.QueueListener(records, stream, respect_handler_level=False)
@@ -138,8 +151,9 @@ class AccessLog:
             if batch:
                 data = b"".join(batch)
                 try:
-                    while data:
-                        data = data[os.write(self._fd, data) :]
+                    with STDERR_LOCK:
+                        while data:
+                            data = data[os.write(self._fd, data) :]
                 except OSError:
                     pass  # stderr closed: nothing sensible left to do with the line
             if line is None:

@@ -20,12 +20,18 @@ whatever happens, including cancellation when the client goes away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from tidegate.asgi import Send
 from tidegate.attempt import READ_SLICE, Attempt
 from tidegate.context import RequestContext
-from tidegate.errors import GatewayError, UpstreamProtocolError, as_gateway_error
+from tidegate.errors import (
+    ClientDisconnected,
+    GatewayError,
+    UpstreamProtocolError,
+    as_gateway_error,
+)
 from tidegate.events import ChatRequest, Completion, Event, StreamError
 from tidegate.failover import Prepare, complete, open_stream
 from tidegate.formats.base import (
@@ -41,7 +47,7 @@ from tidegate.providers.http import UpstreamCall, upstream_error_from_exception
 from tidegate.redact import StreamRedactor
 from tidegate.services import Services
 from tidegate.settings import RoutingConfig
-from tidegate.streams import RunningStream
+from tidegate.streams import DEFAULT_RESUME_GRACE, RunningStream, StreamLog, keep_for_resume
 
 #: The longest error message a client sees (redacted first, then shortened to this).
 MESSAGE_CHARS = 1000
@@ -77,6 +83,9 @@ async def relay_stream(
     running = await services.streams.start(ctx.owner)
     ctx.stream_id = running.id
     ctx.headers_out.append((b"x-tidegate-stream-id", running.id.encode()))
+    log = await _resumable(services, ctx, encoder, running)
+    if log is not None:
+        send = log.tee(send)
     keepalive = KeepAlive(ctx, encoder, send, config.routing)
     skip_end = False
     opened = False
@@ -90,7 +99,9 @@ async def relay_stream(
     except asyncio.CancelledError:
         # Stopped before the first event (cancelled, shutting down): an error like any other.
         reason = running.absorb()
-        if reason is None:
+        if reason is None:  # the client left
+            if log is not None:
+                await _close_log(log, encoder, state, ctx)
             raise
         await keepalive.stop()
         if not ctx.committed:
@@ -104,7 +115,7 @@ async def relay_stream(
             raise
         state.error = err
     finally:
-        await services.streams.end(running)
+        await services.streams.end(running, keep=config.streams.retention if log else 0)
         keepalive.cancel()
         ctx.usage = state.usage
         ctx.finish_reason = state.finish_reason
@@ -116,12 +127,46 @@ async def relay_stream(
         tail += encoder.error(state.error)
     if not skip_end:
         tail += encoder.end(state)
+    if tail and state.passthrough:
+        # The upstream may have been cut inside an event: end that one before ours begin.
+        tail = _event_end(state.last_sent) + tail
     tail = redactor.feed(tail) + redactor.flush()
     try:
         async with asyncio.timeout(config.limits.write_timeout):
             await send({"type": "http.response.body", "body": tail, "more_body": False})
     except TimeoutError:
         ctx.error_code = "client_stalled"
+    finally:
+        if log is not None:
+            await log.close()
+
+
+async def _resumable(
+    services: Services, ctx: RequestContext, encoder: StreamEncoder, running: RunningStream
+) -> StreamLog | None:
+    """The log that makes this stream resumable, when its protocol numbers its events (the
+    encoder says `resumable`); a request that asked for it keeps generating a while after its
+    client leaves (`streams.resume_grace`)."""
+    if not getattr(encoder, "resumable", False):
+        return None
+    settings = services.config.streams
+    log = StreamLog(services.state, running.id, settings.retention)
+    encoder.stream_id = running.id  # type: ignore[attr-defined]
+    encoder.resume_token = await log.begin()  # type: ignore[attr-defined]
+    grace = settings.resume_grace or (DEFAULT_RESUME_GRACE if ctx.resumable else 0.0)
+    if grace and ctx.watcher is not None:
+        ctx.watcher.on_disconnect = keep_for_resume(services.state, running, grace)
+    return log
+
+
+async def _close_log(
+    log: StreamLog, encoder: StreamEncoder, state: StreamState, ctx: RequestContext
+) -> None:
+    """End the log of a stream whose client left: a later resume finds a complete stream."""
+    state.error = ClientDisconnected("the client disconnected before the answer ended")
+    with contextlib.suppress(Exception):
+        await log.append(encoder.error(state.error) + encoder.end(state))
+        await log.close()
 
 
 async def _forward(

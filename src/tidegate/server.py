@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from typing import Any
 
 import uvicorn
@@ -60,6 +62,7 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
         # uvicorn waits a little longer than the app's grace, in which every stream ends.
         "timeout_graceful_shutdown": int(config.server.shutdown_grace) + 5,
     }
+    metrics_dir: str | None = None
     try:
         if args.workers == 1:
             uv_config = GatewayServerConfig(create_app(config), limits=config.limits, **options)
@@ -72,6 +75,10 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
             os.environ["TIDEGATE_ENV_FILE"] = os.path.abspath(args.env_file)
             os.environ["TIDEGATE_LOG_LEVEL"] = args.log_level
             os.environ["TIDEGATE_LOG_FORMAT"] = args.log_format
+            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                # Each worker counts into files here; /metrics on any worker sums them all.
+                metrics_dir = tempfile.mkdtemp(prefix="tidegate-metrics-")
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
             factory = "tidegate.server:app_from_environment"
             uv_config = GatewayServerConfig(
                 factory, limits=config.limits, factory=True, workers=args.workers, **options
@@ -81,6 +88,8 @@ def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
             Multiprocess(uv_config, sockets=[sock]).run()
     finally:
         listener.stop()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

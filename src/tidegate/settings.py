@@ -8,7 +8,7 @@ it. Each provider declares its own `models:` settings by extending `DeploymentSe
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
@@ -247,11 +247,14 @@ class LLMStep(Frozen):
 
 class FunctionStep(Frozen):
     """A step computed by a Python callable (`module.path:function`), sync or async, returning
-    or yielding text; it receives the input and the earlier outputs."""
+    or yielding text; it is called as `function(input, outputs, **args)`, `outputs` the earlier
+    steps' texts by name."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     kind: Literal["function"]
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    #: Keyword arguments for the function (its settings: a database path, a row limit, ...).
+    args: dict[str, Any] = Field(default_factory=dict)
     timeout: PositiveFloat = 60.0
     when: tuple[StepCondition, ...] = ()
 
@@ -302,6 +305,14 @@ class FilesConfig(Frozen):
     max_bytes: PositiveInt = 5 * 1024 * 1024
 
 
+class MetricsConfig(Frozen):
+    """`GET /metrics` in Prometheus' format: on by default, behind an admin key unless
+    `public` (for a scraper on a private network)."""
+
+    enabled: bool = True
+    public: bool = False
+
+
 class Config(Frozen):
     """The validated configuration of one gateway process."""
 
@@ -323,6 +334,7 @@ class Config(Frozen):
     #: The Fernet key that encrypts per-user upstream keys and cached tokens in the shared
     #: state (`TIDEGATE_SECRET_KEY` when the file does not set it).
     secret_key: SecretStr | None = None
+    metrics: MetricsConfig = MetricsConfig()
     #: Where shared state lives: `memory` (this process) or a `redis://` URL (all instances).
     state: str = "memory"
     source: str = "built-in"

@@ -1,4 +1,4 @@
-"""A fake LLM upstream on 127.0.0.1 that speaks five formats and misbehaves on request.
+"""A fake LLM upstream on 127.0.0.1 that speaks six formats and misbehaves on request.
 
 `server.py` runs it, `scenarios.py` says what each scenario does, `formats/` holds one module
 per wire format, `content.py` what a correct answer contains.

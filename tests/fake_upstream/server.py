@@ -8,6 +8,7 @@ Synchronous tests and SDK clients use it as any HTTP server. The path is
     v1/messages                                           Anthropic
     v1beta/models/<model>:streamGenerateContent | :generateContent   Gemini
     api/chat                                              Ollama (NDJSON)
+    v1/responses                                          OpenAI Responses
 
 and the scenario path before it picks the behaviour (scenarios.py). A request without the
 format's key gets that format's authentication error.
@@ -30,6 +31,7 @@ from tests.fake_upstream.formats.base import Format
 from tests.fake_upstream.formats.gemini import GeminiFormat
 from tests.fake_upstream.formats.ollama import OllamaFormat
 from tests.fake_upstream.formats.openai import OpenAIFormat
+from tests.fake_upstream.formats.openai_responses import ResponsesFormat
 from tests.fake_upstream.scenarios import SCENARIOS, Exchange, Recorded, json_response
 
 # (the segments that start the format's path, the format, its auth header and expected value)
@@ -39,6 +41,7 @@ _FORMATS: list[tuple[tuple[str, ...], type[Format], str, str]] = [
     (("v1beta", "models"), GeminiFormat, "x-goog-api-key", API_KEY),
     (("api", "chat"), OllamaFormat, "Authorization", f"Bearer {API_KEY}"),
     (("api", "v1", "workspace"), AnythingLLMFormat, "Authorization", f"Bearer {API_KEY}"),
+    (("v1", "responses"), ResponsesFormat, "Authorization", f"Bearer {API_KEY}"),
 ]
 
 

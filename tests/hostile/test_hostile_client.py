@@ -36,10 +36,19 @@ from tests.conftest import CLIENT_KEY, GatewayProcess, parse_sse
 from tidegate.formats.anthropic import MessagesRequest
 from tidegate.formats.gemini import GenerateContentRequest
 from tidegate.formats.openai_chat import ChatCompletionRequest
+from tidegate.formats.openai_responses import ResponsesRequest
 from tidegate.formats.stream_ask import StreamAskRequest
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
-MODELS = ["openai-ok", "anthropic-ok", "gemini-ok", "ollama-ok", "kb-ok", "demo"]
+MODELS = [
+    "openai-ok",
+    "anthropic-ok",
+    "gemini-ok",
+    "ollama-ok",
+    "kb-ok",
+    "demo",
+    "openai-responses-ok",
+]
 HOSTILE = settings(
     max_examples=150,
     deadline=None,
@@ -294,6 +303,23 @@ def test_gemini(gateway: GatewayProcess, body: dict[str, Any], model: str, metho
         assert events[-1]["candidates"][0]["finishReason"], response.text
     else:
         assert response.json()["candidates"][0]["finishReason"]
+
+
+@HOSTILE
+@given(body=confused(bodies(ResponsesRequest)), model=st.sampled_from(MODELS))
+def test_openai_responses(gateway: GatewayProcess, body: dict[str, Any], model: str) -> None:
+    if isinstance(body.get("model"), str):
+        body = {**body, "model": model}
+    response = post_json(f"{gateway.url}/v1/responses", body)
+    check(response)
+    if response.status_code == 400:
+        check_error(response, response.json()["error"]["message"], ResponsesRequest)
+    elif body.get("stream") is True:
+        names = [e["event"] for e in parse_sse(response.text)]
+        assert names[-1] in ("response.completed", "response.incomplete"), response.text
+        assert "error" not in names and "response.failed" not in names, response.text
+    else:
+        assert response.json()["status"] in ("completed", "incomplete"), response.text
 
 
 def _check_stream_ask(response: httpx.Response) -> None:

@@ -10,7 +10,9 @@ from tidegate.endpoints import (
     anthropic_messages,
     gemini,
     health,
+    metrics,
     openai_chat,
+    openai_responses,
     playground,
     stream_ask,
     streams,
@@ -24,9 +26,11 @@ MODULES = (
     openai_chat,
     anthropic_messages,
     gemini,
+    openai_responses,
     workflows,
     streams,
     playground,
+    metrics,
 )
 
 

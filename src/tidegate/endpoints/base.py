@@ -28,7 +28,10 @@ from tidegate.services import Services
 
 Handler = Callable[[Services, RequestContext, Request, Send], Awaitable[None]]
 ErrorRenderer = Callable[[GatewayError], bytes]
-Access = Literal["public", "client", "admin"]
+#: Who may call a route: anyone; a client key; an admin key; or a client key *or* (when none is
+#: presented) a `token` query parameter that the handler checks itself (a stream's resume
+#: token, for a browser `EventSource`, which cannot send headers).
+Access = Literal["public", "client", "admin", "client_or_token"]
 
 _PARAM = re.compile(r"\{(\w+)\}")
 

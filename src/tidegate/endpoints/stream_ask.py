@@ -123,6 +123,7 @@ async def serve_ask(
     tasks = services.config.stream_ask.tasks
     namer = dropped_namer(fields, bool(prompt_for(fields.task_name, tasks).system))
     session_id = fields.session_id or None
+    ctx.resumable = bool(fields.resumable)
     if session_id is not None and not all(d.provider.keeps_history for d in plan):
         sessions = sessions_of(services)
         kept = await sessions.turns(ctx.owner, session_id)

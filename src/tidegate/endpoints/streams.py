@@ -7,7 +7,9 @@
   the stream ends in-band with a `cancelled` outcome.
 
 Only the key that started a stream may resume or cancel it: for any other key the stream does
-not exist (404), so ids cannot be probed.
+not exist (404), so ids cannot be probed. A browser `EventSource` cannot send a key: it resumes
+with the stream's resume token instead (`?token=`, from the stream's first event), which
+opens that one stream for reading and nothing else.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ from tidegate.errors import InvalidRequest, NotFound, StreamCancelled
 from tidegate.relay import stream_headers
 from tidegate.services import Services
 from tidegate.sse import encode_comment
-from tidegate.streams import LOG_PREFIX, RESUMED_KEY, owner_of, request_cancel
+from tidegate.streams import LOG_PREFIX, RESUMED_KEY, owner_of, request_cancel, token_matches
 
 CONTENT_TYPE = b"text/event-stream; charset=utf-8"
 _PING = encode_comment(b"ping")
+#: An EventSource that loses this response reconnects (with Last-Event-ID) after a second.
+_RETRY = b"retry: 1000\n\n"
+#: How long a resume waits for its first event before answering (to tell "ended" from "live").
+_FIRST_WAIT = 0.25
 _DONE = object()
 
 
@@ -67,9 +73,15 @@ def _last_event_id(request: Request) -> int:
 
 
 async def resume(services: Services, ctx: RequestContext, request: Request, send: Send) -> None:
-    """Replay a stream's events after the client's last one, then follow it to its end."""
+    """Replay a stream's events after the client's last one, then follow it to its end; 204
+    when there is nothing left to send (an `EventSource` then stops reconnecting)."""
     stream_id = request.params["id"]
-    await _owned(services, ctx, stream_id)
+    token = request.query.get("token")
+    if ctx.identity is None and token is not None:
+        if not await token_matches(services.state, stream_id, token):
+            raise StreamNotFound(f"no stream {stream_id!r} with this token")
+    else:
+        await _owned(services, ctx, stream_id)
     after = _last_event_id(request)
     log = LOG_PREFIX + stream_id
     if not await services.state.log_exists(log):
@@ -79,11 +91,6 @@ async def resume(services: Services, ctx: RequestContext, request: Request, send
         )
     ctx.stream, ctx.stream_id = True, stream_id
     await services.state.set(RESUMED_KEY + stream_id, b"1", services.config.streams.retention)
-    ctx.status = 200
-    ctx.committed = True
-    ctx.mark_first_byte()
-    headers = [*stream_headers(CONTENT_TYPE), (b"x-tidegate-stream-id", stream_id.encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
     entries: asyncio.Queue[object] = asyncio.Queue(maxsize=64)
 
     async def read() -> None:
@@ -94,8 +101,25 @@ async def resume(services: Services, ctx: RequestContext, request: Request, send
             await entries.put(_DONE)
 
     reader = asyncio.create_task(read())
-    interval = services.config.routing.ping_interval
     try:
+        try:
+            async with asyncio.timeout(_FIRST_WAIT):
+                first = await entries.get()
+        except TimeoutError:
+            first = b""  # a live stream with nothing new yet: answer now, follow it
+        if first is _DONE:
+            ctx.status = 204
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        ctx.status = 200
+        ctx.committed = True
+        ctx.mark_first_byte()
+        headers = [*stream_headers(CONTENT_TYPE), (b"x-tidegate-stream-id", stream_id.encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        assert isinstance(first, bytes)
+        await send({"type": "http.response.body", "body": _RETRY + first, "more_body": True})
+        interval = services.config.routing.ping_interval
         while True:
             try:
                 async with asyncio.timeout(interval):
@@ -135,6 +159,6 @@ async def cancel(services: Services, ctx: RequestContext, request: Request, send
 
 
 ROUTES = [
-    Route("GET", "/v1/streams/{id}", resume, render_error),
+    Route("GET", "/v1/streams/{id}", resume, render_error, "client_or_token"),
     Route("POST", "/v1/streams/{id}/cancel", cancel, render_error),
 ]

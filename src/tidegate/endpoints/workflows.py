@@ -30,12 +30,10 @@ from tidegate.formats import workflow as protocol
 from tidegate.relay import stream_headers
 from tidegate.services import Services
 from tidegate.settings import WorkflowConfig
-from tidegate.streams import RunningStream, StreamLog
+from tidegate.streams import DEFAULT_RESUME_GRACE, StreamLog, keep_for_resume
 from tidegate.workflows.runner import WorkflowRunner, new_run_id
 
 MAX_INPUT_CHARS = 200_000
-#: How long a `resumable` run goes on without its client when `streams.resume_grace` is 0.
-DEFAULT_RESUME_GRACE = 30.0
 
 
 class WorkflowNotFound(NotFound):
@@ -69,7 +67,7 @@ async def run_native(services: Services, ctx: RequestContext, request: Request, 
     stream, resumable = body.get("stream", True), body.get("resumable", False)
     if not isinstance(stream, bool) or not isinstance(resumable, bool):
         raise InvalidRequest("'stream' and 'resumable' must be true or false")
-    ctx.model, ctx.stream = f"workflow:{workflow.name}", stream
+    ctx.model, ctx.stream, ctx.resumable = f"workflow:{workflow.name}", stream, resumable
     run_id = new_run_id()
     events = WorkflowRunner(services).run(ctx, workflow, question, run_id)
     if not stream:
@@ -79,7 +77,7 @@ async def run_native(services: Services, ctx: RequestContext, request: Request, 
         await send_bytes(send, 200, orjson.dumps(answer), headers=ctx.response_headers())
         return
     encoder = protocol.NativeEncoder()
-    await _serve(services, ctx, send, events, encoder, run_id, resumable=resumable)
+    await _serve(services, ctx, send, events, encoder, run_id)
 
 
 async def run_seed(services: Services, ctx: RequestContext, request: Request, send: Send) -> None:
@@ -89,7 +87,7 @@ async def run_seed(services: Services, ctx: RequestContext, request: Request, se
     ctx.model, ctx.stream = f"workflow:{workflow.name}", True
     run_id = new_run_id()
     events = WorkflowRunner(services).run(ctx, workflow, question, run_id)
-    await _serve(services, ctx, send, events, protocol.SeedEncoder(), run_id, resumable=False)
+    await _serve(services, ctx, send, events, protocol.SeedEncoder(), run_id)
 
 
 async def run_seed_sync(
@@ -125,20 +123,20 @@ async def _serve(
     events: AsyncIterator[WorkflowEvent],
     encoder: protocol.NativeEncoder | protocol.SeedEncoder,
     run_id: str,
-    *,
-    resumable: bool,
 ) -> None:
-    """Stream a run: registered for cancel and shutdown, kept in the stream log when the
-    protocol is resumable, going on for a while without its client when asked to."""
+    """Stream a run: registered for cancel and shutdown; in the native protocol also kept in
+    the stream log (resumable), going on for a while without its client when asked to."""
     running = await services.streams.start(ctx.owner)
     ctx.stream_id = running.id
+    settings = services.config.streams
     log = None
     if isinstance(encoder, protocol.NativeEncoder):
-        encoder.stream_id = running.id
-        log = StreamLog(services.state, running.id, services.config.streams.retention)
-        grace = services.config.streams.resume_grace or (DEFAULT_RESUME_GRACE if resumable else 0)
+        log = StreamLog(services.state, running.id, settings.retention)
+        encoder.stream_id, encoder.resume_token = running.id, await log.begin()
+        send = log.tee(send)
+        grace = settings.resume_grace or (DEFAULT_RESUME_GRACE if ctx.resumable else 0)
         if grace and ctx.watcher is not None:
-            ctx.watcher.on_disconnect = _keep_going(services, running, grace)
+            ctx.watcher.on_disconnect = keep_for_resume(services.state, running, grace)
     ctx.headers_out.append((b"x-tidegate-stream-id", running.id.encode()))
     ctx.status = 200
     ctx.committed = True
@@ -157,63 +155,43 @@ async def _serve(
                 ctx.error_code = event.code
             if isinstance(event, RunEnd):
                 status = event.status
-            await _write(send, log, encoder.encode(event))
+            await _write(send, encoder.encode(event))
     except asyncio.CancelledError:
         reason = running.absorb()
         if reason is None:  # the client left: a later resume still finds a complete stream
-            if isinstance(encoder, protocol.NativeEncoder) and log is not None:
+            if log is not None and isinstance(encoder, protocol.NativeEncoder):
                 left = RunError("the client disconnected", "client_closed", None)
                 with contextlib.suppress(Exception):
                     await log.append(encoder.encode(left) + encoder.end("error", run_id, None))
+                    await log.close()
             raise
         status = "cancelled" if reason.code == "cancelled" else "error"
         ctx.error_code = reason.code
-        tail = b""
         if isinstance(encoder, protocol.NativeEncoder):
+            tail = b""
             if status == "error":
                 tail = encoder.encode(RunError(reason.message, reason.code, None))
             tail += encoder.end(status, run_id, None)
         else:
             tail = encoder.error(reason.message)
-        await _write(send, log, tail)
+        await _write(send, tail)
     finally:
-        retention = services.config.streams.retention if log is not None else 0
-        await services.streams.end(running, keep=retention)
-        if log is not None:
-            await log.close()
+        await services.streams.end(running, keep=settings.retention if log is not None else 0)
     try:
         async with asyncio.timeout(services.config.limits.write_timeout):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     except TimeoutError:
         ctx.error_code = "client_stalled"
+    finally:
+        if log is not None:
+            await log.close()
     if status != "completed" and ctx.error_code is None:
         ctx.error_code = status
 
 
-async def _write(send: Send, log: StreamLog | None, frames: bytes) -> None:
-    if not frames:
-        return
-    if log is not None:
-        await log.append(frames)
-    await send({"type": "http.response.body", "body": frames, "more_body": True})
-
-
-def _keep_going(services: Services, running: RunningStream, grace: float) -> Any:
-    """The disconnect hook of a resumable run: keep generating; after `grace` seconds, stop
-    unless a client resumed the stream meanwhile."""
-    from tidegate.errors import ClientDisconnected
-    from tidegate.streams import RESUMED_KEY
-
-    def on_disconnect() -> bool:
-        async def later() -> None:
-            await asyncio.sleep(grace)
-            if await services.state.get(RESUMED_KEY + running.id) is None:
-                running.stop(ClientDisconnected("the client left and did not resume"))
-
-        asyncio.get_running_loop().create_task(later())
-        return True
-
-    return on_disconnect
+async def _write(send: Send, frames: bytes) -> None:
+    if frames:
+        await send({"type": "http.response.body", "body": frames, "more_body": True})
 
 
 ROUTES = [

@@ -766,6 +766,7 @@ class AnthropicEncoder:
     ping = b'event: ping\ndata: {"type": "ping"}\n\n'
     __slots__ = (
         "_block",
+        "_error",
         "_index",
         "_model",
         "_request_id",
@@ -784,6 +785,7 @@ class AnthropicEncoder:
         self._tools: dict[int, int] = {}  # canonical tool index -> block index
         self._stop: str | None = None
         self._usage: Any = None
+        self._error: GatewayError | None = None
 
     def _start(self, events: list[Event]) -> bytes:
         self._started = True
@@ -867,13 +869,19 @@ class AnthropicEncoder:
         return b"".join(out)
 
     def error(self, err: GatewayError) -> bytes:
-        out = b"" if self._started else self._start([])
-        payload = {"type": "error", "error": {"type": error_type(err), "message": err.message}}
-        return out + _event(b"error", payload)
+        """Nothing yet: `end` writes the error, knowing whether the stream was passed through
+        (the upstream's `message_start` already went out) or translated."""
+        self._error = err
+        return b""
 
     def end(self, state: StreamState) -> bytes:
+        err = self._error
+        if err is not None:  # the error event ends an Anthropic stream
+            started = self._started or state.passthrough
+            payload = {"type": "error", "error": {"type": error_type(err), "message": err.message}}
+            return (b"" if started else self._start([])) + _event(b"error", payload)
         if state.error is not None:
-            return b""  # the error event ends an Anthropic stream
+            return b""  # the upstream's own error event was forwarded, and ended it
         out = (b"" if self._started else self._start([])) + self._close()
         usage = state.usage or self._usage
         stop = self._stop or FINISH_TO_STOP.get(state.finish_reason or "stop", "end_turn")

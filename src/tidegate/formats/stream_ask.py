@@ -3,11 +3,13 @@
 - **Request**: the same fields whether they came as JSON, as a urlencoded form or as multipart
   form data (where every field is a string: `from_form` reads numbers and the structured
   fields, given as JSON text, out of them): `validate_request`.
-- **Stream**: every event has an `id:` (its sequence number); `data: {"type":"chunk",
-  "content":...}` per piece of text, `{"type":"reasoning",...}` for visible reasoning,
+- **Stream**: every event has an `id:` (its sequence number); first `event: start`
+  `{"type":"start","stream_id":...,"resume_token":...}` (to resume or cancel it by), then
+  `data: {"type":"chunk","content":...}` per piece of text, `{"type":"reasoning",...}` for
+  visible reasoning,
   `event: sources`, `event: error` for a failure after the stream began, and always last
-  `event: final_end` with the finish reason, usage, sources (and `skipped_lines` when the
-  upstream sent lines that could not be read).
+  `event: final_end` with the finish reason (`cancelled` when stopped on request), usage,
+  sources (and `skipped_lines` when the upstream sent lines that could not be read).
 - **Whole answers** (`POST /ask`): `{answer, sources, usage, session_id, finish_reason}`.
 - **Errors** before the stream began: `{"error": message, "code": code}`.
 """
@@ -79,6 +81,7 @@ class StreamAskRequest(Inbound):
     task: Literal["ask", "generate", "fix", "explain", "review", ""] | None = None
     code: str | None = None
     error: str | None = None
+    resumable: bool | None = None
 
     @property
     def task_name(self) -> str:
@@ -129,6 +132,7 @@ SCHEMA = Schema(
 
 #: Fields a form carries as text: numbers, and structures as JSON text.
 _FORM_NUMBERS = {"max_tokens": int, "temperature": float, "top_p": float}
+_FORM_BOOLEANS = ("resumable",)
 _FORM_JSON = ("history", "context", "images")
 
 
@@ -161,6 +165,12 @@ def from_form(fields: dict[str, str]) -> dict[str, Any]:
             except orjson.JSONDecodeError:
                 if not value.strip():
                     del out[name]
+    for name in _FORM_BOOLEANS:
+        value = fields.get(name)
+        if value is not None:
+            flag = value.strip().lower()
+            if flag in ("true", "1", "on", "yes", "false", "0", "off", "no", ""):
+                out[name] = flag in ("true", "1", "on", "yes")
     return out
 
 
@@ -174,14 +184,28 @@ class StreamAskEncoder:
 
     content_type = b"text/event-stream; charset=utf-8"
     ping = encode_comment(b"ping")
-    __slots__ = ("_seq",)
+    #: Its events are numbered, so the relay keeps them for `GET /v1/streams/{id}`.
+    resumable = True
+    __slots__ = ("_seq", "resume_token", "stream_id")
 
     def __init__(self) -> None:
         self._seq = 0
+        # Set by the relay when the stream is kept: announced by the first event.
+        self.stream_id: str | None = None
+        self.resume_token: str | None = None
 
     def _frame(self, payload: dict[str, Any], event: bytes | None = None) -> bytes:
+        start = b""
+        if self._seq == 0 and self.stream_id is not None:
+            self._seq = 1
+            announce = {
+                "type": "start",
+                "stream_id": self.stream_id,
+                "resume_token": self.resume_token,
+            }
+            start = encode_event(orjson.dumps(announce), b"start", b"1")
         self._seq += 1
-        return encode_event(orjson.dumps(payload), event, str(self._seq).encode())
+        return start + encode_event(orjson.dumps(payload), event, str(self._seq).encode())
 
     def encode(self, events: list[Event]) -> bytes:
         out: list[bytes] = []
@@ -195,10 +219,15 @@ class StreamAskEncoder:
         return b"".join(out)
 
     def error(self, err: GatewayError) -> bytes:
+        if err.code == "cancelled":  # asked for: not an error; `final_end` says it
+            return b""
         return self._frame({"message": err.message, "code": err.code}, b"error")
 
     def end(self, state: StreamState) -> bytes:
-        reason = "error" if state.error is not None else (state.finish_reason or "stop")
+        if state.error is not None:
+            reason = "cancelled" if state.error.code == "cancelled" else "error"
+        else:
+            reason = state.finish_reason or "stop"
         usage = state.usage.as_dict() if state.usage is not None else None
         end: dict[str, Any] = {"finish_reason": reason, "usage": usage, "sources": state.sources}
         if state.skipped:

@@ -2,10 +2,10 @@
 
 **Native** (`POST /v1/workflows/{name}`): SSE where every event has an `id:` (1, 2, 3, … within
 the run) and an `event:` name; data is JSON. `run_start` `{run_id, workflow, total_steps,
-stream_id}`, `step_start` `{index, total, name}`, `progress` `{step, index, total, elapsed_ms,
-eta_ms}`, `chunk` `{step, content}`, `step_end` `{index, name, usage, duration_ms, skipped}`,
-`error` `{message, code, step}`, and always last `final_end` `{status, run_id, usage}` with status
-`completed`, `error` or `cancelled`. Without streaming: one JSON object (`run_to_json`).
+stream_id, resume_token}`, `step_start` `{index, total, name}`, `progress` `{step, index, total,
+elapsed_ms, eta_ms}`, `chunk` `{step, content}`, `step_end` `{index, name, usage, duration_ms,
+skipped}`, `error` `{message, code, step}`, and always last `final_end` `{status, run_id, usage}`
+with status `completed`, `error` or `cancelled`. Without streaming: one JSON object (`run_to_json`).
 
 **Seed** (`POST /workflow/query`, the front end of the tutorial this project grew from):
 `data: {"type":"step_start"}`, each piece of output as a JSON string (`data: "text"`),
@@ -44,11 +44,12 @@ class NativeEncoder:
     """Workflow events to the native SSE protocol, numbered from 1."""
 
     ping = encode_comment(b"ping")
-    __slots__ = ("_seq", "stream_id")
+    __slots__ = ("_seq", "resume_token", "stream_id")
 
     def __init__(self, stream_id: str | None = None):
         self._seq = 0
         self.stream_id = stream_id
+        self.resume_token: str | None = None
 
     def _frame(self, name: bytes, payload: dict[str, Any]) -> bytes:
         self._seq += 1
@@ -66,6 +67,8 @@ class NativeEncoder:
             }
             if self.stream_id is not None:
                 payload["stream_id"] = self.stream_id
+            if self.resume_token is not None:
+                payload["resume_token"] = self.resume_token
             return self._frame(b"run_start", payload)
         if isinstance(event, StepStart):
             data = {"index": event.index, "total": event.total, "name": event.name}

@@ -13,6 +13,7 @@ from tidegate.providers.demo import DemoProvider
 from tidegate.providers.gemini import GeminiProvider
 from tidegate.providers.ollama import OllamaProvider
 from tidegate.providers.openai import OpenAIProvider
+from tidegate.providers.openai_responses import OpenAIResponsesProvider
 from tidegate.settings import Config
 
 _REGISTRY: dict[str, type[Provider]] = {
@@ -24,6 +25,7 @@ _REGISTRY: dict[str, type[Provider]] = {
         OllamaProvider,
         AnythingLLMProvider,
         DemoProvider,
+        OpenAIResponsesProvider,
     )
 }
 

@@ -19,12 +19,12 @@ import time
 from typing import Any, Literal, NamedTuple
 
 import orjson
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tidegate.events import ChatRequest, Usage
 from tidegate.providers.http import UpstreamCall, UpstreamClient, UpstreamResponse
 from tidegate.providers.openai import OpenAIProvider
-from tidegate.settings import DeploymentSettings
+from tidegate.settings import DeploymentSettings, Frozen
 from tidegate.sse import encode_event
 
 DEMO_ANSWER = (
@@ -45,11 +45,30 @@ _NOUNS = {"generate": "piece of code", "explain": "explanation", "review": "code
 _SAMPLE_CODE = '```python\ndef greet(name: str) -> str:\n    return f"Hello, {name}!"\n```'
 
 
+class CannedAnswer(Frozen):
+    """One canned answer of the demo model: `answer` when `match` is found in the question."""
+
+    match: str
+    answer: str
+
+    @field_validator("match")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression ({exc})") from None
+        return value
+
+
 class DemoSettings(DeploymentSettings):
     """The demo model needs nothing; `pace` is the seconds between its chunks."""
 
     provider: Literal["demo"]
     pace: float = Field(default=0.04, ge=0, le=10)
+    #: Canned answers: the first whose `match` (a regular expression) is found in the last user
+    #: turn is the answer, instead of the sample one (for examples and front-end tests).
+    answers: tuple[CannedAnswer, ...] = ()
 
 
 class DemoProvider(OpenAIProvider):
@@ -80,6 +99,8 @@ class DemoProvider(OpenAIProvider):
         request = orjson.loads(call.body)
         prompt_words = sum(len(_text_of(m).split()) for m in request["messages"])
         answer_text = task_answer(call.headers.get(_TASK_HEADER), request["messages"])
+        if answer_text is None and self.config.answers:
+            answer_text = self._canned(request["messages"])
         whole = self.pieces if answer_text is None else re.findall(r"\S+\s*|\s+", answer_text)
         limit = request.get("max_completion_tokens") or request.get("max_tokens")
         pieces = whole[:limit] if isinstance(limit, int) and limit > 0 else whole
@@ -90,6 +111,13 @@ class DemoProvider(OpenAIProvider):
             include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
             return _DemoStream(self.pace, _frames(answer, include_usage))
         return _DemoBody(_completion(answer))
+
+    def _canned(self, messages: list[dict[str, Any]]) -> str | None:
+        turn = next((_text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
+        for canned in self.config.answers:
+            if re.search(canned.match, turn):
+                return canned.answer
+        return None
 
 
 def _text_of(message: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ average, in the shared state) so that later runs can estimate the time left.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import os
@@ -282,7 +283,7 @@ async def _function(
 
     try:
         if inspect.isasyncgenfunction(function):
-            items = function(question, outputs)
+            items = function(question, outputs, **step.args)
             try:
                 while True:
                     try:
@@ -293,9 +294,10 @@ async def _function(
             finally:
                 await items.aclose()
         if inspect.iscoroutinefunction(function):
-            yield str(await asyncio.wait_for(function(question, outputs), left()))
+            yield str(await asyncio.wait_for(function(question, outputs, **step.args), left()))
             return
-        result = await asyncio.wait_for(asyncio.to_thread(function, question, outputs), left())
+        call = functools.partial(function, question, outputs, **step.args)
+        result = await asyncio.wait_for(asyncio.to_thread(call), left())
         if isinstance(result, str) or not hasattr(result, "__next__"):
             yield str(result)
             return
