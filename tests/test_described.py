@@ -492,7 +492,9 @@ def test_per_user_upstream_keys(
     removed = _keys(path, env, "remove-upstream", "--user", alice, "--model", "seed-chat")
     assert removed.returncode == 0, removed.stderr
     assert stream_text(oai(gw, ALICE), "seed-chat")[0] == SEED_TEXT + " (key: model)"
-    _keys(path, env, "remove-upstream", "--user", alice, "--model", "builtin")
+    removed = _keys(path, env, "remove-upstream", "--user", alice, "--model", "builtin")
+    assert removed.returncode == 0, removed.stderr
+    assert alice not in _keys(path, env, "list-upstream").stdout  # the user is gone too
 
 
 def test_keys_commands_refuse_without_a_shared_state(tmp_path: Path) -> None:
