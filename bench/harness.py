@@ -31,6 +31,35 @@ from tidegate.providers import provider_names
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = [{"role": "user", "content": "Benchmark prompt: say something."}]
+#: Seed 001's chat step (its mapping, `chunk_match` and `chunk_filter`) without the token
+#: exchange, which the bench upstream does not have: a described SSE provider.
+DESCRIBED_SSE: dict[str, Any] = {
+    "name": "described-sse",
+    "chat": {
+        "url": "https://api.openai.com/v1/chat/completions",
+        "method": "POST",
+        "headers": [
+            {"name": "Authorization", "value": "Bearer ${api_key}"},
+            {"name": "Content-Type", "value": "application/json"},
+        ],
+        "data": [
+            {"name": "model", "value": "${model}"},
+            {"name": "messages", "value": "${messages}"},
+            {"name": "stream", "value": "${stream}"},
+        ],
+        "resp": [
+            {"name": "text", "value": "choices.0.delta.content"},
+            {"name": "done", "value": "choices.0.finish_reason"},
+        ],
+        "chunk_match": "data: (.*)",
+        "chunk_filter": {
+            "name": "choices.0.delta.role",
+            "value": "system",
+            "op": "!=",
+            "field": "text",
+        },
+    },
+}
 
 
 class Proc:
@@ -116,8 +145,9 @@ def start_gateway(
     workers: int = 1,
     extra_args: Sequence[str] = (),
 ) -> Proc:
-    """tidegate with a pass-through model `oa-c<N>-d<D>` and an Anthropic-format `an-c<N>-d<D>`
-    for each (chunks, delay_ms) shape."""
+    """tidegate with a pass-through model `oa-c<N>-d<D>`, an Anthropic-format `an-c<N>-d<D>`
+    and a described one `ds-c<N>-d<D>` (seed 001's chat mapping, `DESCRIBED_SSE`, over the
+    same OpenAI-format stream) for each (chunks, delay_ms) shape."""
     models = []
     for chunks, delay in shapes:
         base = f"http://127.0.0.1:{upstream_port}/c{chunks}/d{delay}"
@@ -126,6 +156,14 @@ def start_gateway(
                 "name": f"oa-c{chunks}-d{delay}",
                 "provider": "openai",
                 "base_url": base + "/v1",
+                "api_key": "bench-key",
+            }
+        )
+        models.append(
+            {
+                "name": f"ds-c{chunks}-d{delay}",
+                "provider": DESCRIBED_SSE["name"],
+                "base_url": base,
                 "api_key": "bench-key",
             }
         )
@@ -138,7 +176,7 @@ def start_gateway(
                     "api_key": "bench-key",
                 }
             )
-    config = {"models": models, "http": {"pool_size": 2048}}
+    config = {"models": models, "providers": [DESCRIBED_SSE], "http": {"pool_size": 2048}}
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         yaml.safe_dump(config, handle)
     cmd = [

@@ -5,6 +5,7 @@
     python bench/run.py concurrent    # 200 streams of 20 chunks 50 ms apart: TTFB and jitter
     python bench/run.py memory        # 1,000 open slow streams: memory per stream
     python bench/run.py translation   # OpenAI client → Anthropic upstream, beside pass-through
+    python bench/run.py described     # a described SSE provider beside the built-in OpenAI parser
     python bench/run.py workers       # --workers 2 against --workers 1
     python bench/run.py servers       # uvicorn against granian (if installed), same app
     python bench/run.py soak --seconds 600   # mixed traffic: memory after warm-up and at the end
@@ -33,6 +34,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import (
+    DESCRIBED_SSE,
     MESSAGES,
     Proc,
     Sample,
@@ -356,6 +358,65 @@ def translation(b: Bench) -> str:
     )
 
 
+def _parser_cpu(make: Callable[[], Any], reads: list[bytes], repeat: int) -> float:
+    """CPU seconds per read to parse `reads` with fresh parsers from `make`, best of `repeat`."""
+    best = float("inf")
+    for _ in range(repeat):
+        parser = make()
+        t0 = time.process_time()
+        for chunk in reads:
+            parser.feed(chunk)
+        parser.finish()
+        best = min(best, (time.process_time() - t0) / len(reads))
+    return best
+
+
+def described(b: Bench) -> str:
+    """Per-chunk CPU of a described SSE provider (seed 001's mapping) against the built-in
+    OpenAI parser on the same stream: the parsers alone, then the whole gateway translating
+    both to an Anthropic client."""
+    from bench.upstream import _TEXT_CHUNK, _openai_chunk
+    from tidegate.config import parse_config
+    from tidegate.formats import openai_chat
+    from tidegate.providers import described_providers
+
+    config = parse_config(
+        {
+            "providers": [DESCRIBED_SSE],
+            "models": [{"name": "d", "provider": "described-sse", "api_key": "k"}],
+        }
+    )
+    provider = described_providers(config)["described-sse"](config.models[0])
+    chunks = n(5000)
+    reads = [_openai_chunk({"role": "assistant", "content": ""})]
+    reads += [_TEXT_CHUNK] * chunks + [_openai_chunk({}, "stop") + b"data: [DONE]\n\n"]
+    repeat = max(3, REPEAT * 3)
+    builtin = _parser_cpu(lambda: openai_chat.stream_parser(), reads, repeat)
+    desc = _parser_cpu(provider.stream_parser, reads, repeat)
+    rows: list[list[Any]] = [
+        ["parser alone", "built-in OpenAI", builtin * 1e6, 1.0],
+        ["parser alone", "described SSE (seed 001)", desc * 1e6, desc / builtin],
+    ]
+    concurrency, total, size = 32, n(600), 50
+    url = f"http://127.0.0.1:{b.gateway.port}/v1/messages"
+    cpus = []
+    for label, model in (
+        ("built-in OpenAI", "oa-c50-d0"),
+        ("described SSE (seed 001)", "ds-c50-d0"),
+    ):
+        body = {"model": model, "max_tokens": 256, "messages": MESSAGES, "stream": True}
+        samples, _, cpu = measure(b.gateway, url, body, concurrency, total)
+        assert all(s.ok for s in samples), f"{model}: failed requests"
+        cpus.append(cpu / size)
+        rows.append(["gateway → Anthropic client", label, cpu / size * 1e6, cpus[-1] / cpus[0]])
+    return table(
+        f"Described SSE provider vs the built-in OpenAI parser, same stream ({size}-chunk "
+        f"streams at concurrency {concurrency} through the gateway)",
+        ["measured", "upstream parser", "CPU µs/chunk", "ratio"],
+        rows,
+    )
+
+
 def workers(b: Bench) -> str:
     rows = []
     two = start_gateway(b.upstream.port, SHAPES, workers=2)
@@ -504,6 +565,7 @@ SCENARIOS: dict[str, Callable[[Bench], str]] = {
     "concurrent": concurrent,
     "memory": memory,
     "translation": translation,
+    "described": described,
     "workers": workers,
     "servers": servers,
 }

@@ -137,12 +137,17 @@ class Driver:
         *,
         upstream: ScriptedUpstream | None = None,
         clock: ManualClock | None = None,
+        env: dict[str, str] | None = None,
     ):
-        self.config = parse_config(config)
+        self.config = parse_config(config, env=env)
         self.upstream = upstream or ScriptedUpstream()
         self.clock = clock or ManualClock()
         self.services = Services(
-            self.config, clock=self.clock, state=MemoryState(), client=self.upstream
+            self.config,
+            clock=self.clock,
+            state=MemoryState(),
+            client=self.upstream,
+            wall=self.clock.now,
         )
         self.app: Gateway = create_app(self.config, self.services)
 

@@ -11,7 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("scenario", ["nonstream", "stream", "translation", "memory", "concurrent"])
+@pytest.mark.parametrize(
+    "scenario", ["nonstream", "stream", "translation", "memory", "concurrent", "described"]
+)
 def test_bench_scenario_runs(scenario: str) -> None:
     result = subprocess.run(
         [sys.executable, "bench/run.py", scenario, "--quick"],
@@ -24,6 +26,6 @@ def test_bench_scenario_runs(scenario: str) -> None:
     rows = [
         line
         for line in result.stdout.splitlines()
-        if line.startswith("| tidegate") or "pass-through" in line
+        if line.startswith("| tidegate") or "pass-through" in line or "described SSE" in line
     ]
     assert rows, result.stdout

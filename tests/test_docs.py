@@ -42,3 +42,27 @@ def test_protocol_lists_the_task_defaults_as_they_are() -> None:
     assert {name: (t["system"], t["template"]) for name, t in tasks.items()} == {
         name: (p.system, p.template) for name, p in DEFAULTS.items()
     }
+
+
+def test_providers_doc_shows_the_seed_descriptor_verbatim_and_its_examples_load(
+    tmp_path: Path,
+) -> None:
+    """docs/providers.md: seed 001's descriptor exactly as the seed gives it (the tests' copy),
+    and every complete example a valid configuration."""
+    doc = (ROOT / "docs" / "providers.md").read_text()
+    seed = (ROOT / "tests" / "fixtures" / "seed_001_descriptor.json").read_text()
+    blocks = re.findall(r"```json\n(.*?)```", doc, re.DOTALL)
+    assert blocks[0] == seed
+    (tmp_path / "openai_gpt4.json").write_text(blocks[0])
+    examples = re.findall(r"```yaml\n(providers:.*?)```", doc, re.DOTALL)
+    assert len(examples) == 4
+    names = []
+    for i, example in enumerate(examples):
+        path = tmp_path / f"example{i}.yaml"
+        path.write_text(example)
+        outside = re.sub(r"^providers:.*?(?=^\S)", "", example, flags=re.DOTALL | re.MULTILINE)
+        env = {name: f"value-of-{name}" for name in re.findall(r"\$\{(\w+)\}", outside)}
+        env["SIGNING_KEY"] = "doc-signing-key"
+        config = load_config(path, env)
+        names += [d.name for d in config.providers]
+    assert names == ["openai_gpt4", "ndjson-api", "json-api", "lines-api"]

@@ -1,5 +1,6 @@
 """The `tidegate` command: `serve` runs the gateway, `check` validates a configuration, `ask`
-asks a running gateway from the terminal (terminal.py)."""
+asks a running gateway from the terminal (terminal.py), `try` sends one request and shows each
+stage (trial.py), `keys` manages per-user upstream keys (upstream_keys.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from tidegate import __version__, terminal
+from tidegate import __version__, terminal, trial, upstream_keys
 from tidegate.config import load_config, mask, mask_url, read_environment
 from tidegate.errors import ConfigError
 from tidegate.settings import Config, HttpDeploymentSettings
@@ -47,10 +48,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     ask = commands.add_parser("ask", help="ask a running gateway; the answer streams as markdown")
     terminal.add_arguments(ask)
 
+    attempt = commands.add_parser(
+        "try", help="send one request to a model and show each stage (request, bytes, events)"
+    )
+    _config_arguments(attempt)
+    trial.add_arguments(attempt)
+
+    keys = commands.add_parser("keys", help="manage keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    upstream_keys.add_commands(key_commands, _config_arguments)
+
     args = parser.parse_args(argv)
     if args.command == "ask":
         # A client of a gateway, not a gateway: only the process environment is read.
         return terminal.run(args, read_environment(None))
+    if args.command == "keys" and upstream_keys.handles(args):
+        return upstream_keys.run(
+            args, lambda: load_config(args.config, read_environment(args.env_file))
+        )
     try:
         config = load_config(args.config, read_environment(args.env_file))
     except ConfigError as exc:
@@ -59,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(describe(config))
         return 0
+    if args.command == "try":
+        return trial.run(args, config)
     return _serve(args, config)
 
 
@@ -83,6 +100,12 @@ def describe(config: Config) -> str:
         lines.append(
             f"      timeouts: connect={t.connect:g}s first_byte={t.first_byte:g}s "
             f"idle={t.idle:g}s total={t.total:g}s"
+        )
+    for d in config.providers:
+        users = [m.name for m in config.models if m.provider == d.name]
+        auth = f"token from {mask_url(d.auth.url)}" if d.auth is not None else "no auth step"
+        lines.append(
+            f"provider {d.name}: {d.chat.framing}, {auth}; models: {', '.join(users) or '(none)'}"
         )
     lines.append(f"stream_ask.model: {config.stream_ask.model or config.models[0].name}")
     keys = config.auth.api_keys

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import yaml
 from dotenv import dotenv_values
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -32,8 +33,9 @@ from pydantic.fields import FieldInfo
 
 from tidegate.errors import ConfigError
 from tidegate.providers import provider_class, provider_names
+from tidegate.providers.credentials import valid_secret_key
 from tidegate.redact import Redactor
-from tidegate.settings import Config, DeploymentSettings, FunctionStep, LLMStep
+from tidegate.settings import Config, ConfigProblem, DeploymentSettings, FunctionStep, LLMStep
 
 #: How many values (scalars, lists, mappings) a YAML file may expand to through aliases.
 MAX_YAML_VALUES = 50_000
@@ -79,13 +81,23 @@ def load_config(path: str | Path | None, env: Mapping[str, str]) -> Config:
 def _load(path: str | Path | None, env: Mapping[str, str], from_env: set[str]) -> Config:
     if path is None and env.get("TIDEGATE_CONFIG"):
         path = env["TIDEGATE_CONFIG"]
+    base_dir = None
     if path is not None:
         raw = _read_yaml(Path(path))
+        # Descriptor templates are rendered per request; they reach the environment only
+        # through ${env.NAME}, read by `parse_config`.
+        providers = raw.pop("providers", None)
         raw = _substitute(raw, env, "", from_env)
+        if providers is not None:
+            raw["providers"] = providers
         raw.setdefault("source", str(path))
+        base_dir = Path(path).resolve().parent
     else:
         raw = _config_from_environment(env, from_env)
-    config = parse_config(raw)
+    if raw.get("secret_key") is None and env.get("TIDEGATE_SECRET_KEY"):
+        raw["secret_key"] = env["TIDEGATE_SECRET_KEY"]
+        from_env.add(env["TIDEGATE_SECRET_KEY"])
+    config = parse_config(raw, env=env, base_dir=base_dir, from_env=from_env)
     return config
 
 
@@ -242,8 +254,21 @@ def _config_from_environment(env: Mapping[str, str], from_env: set[str]) -> dict
     return raw
 
 
-def parse_config(raw: dict[str, Any]) -> Config:
-    """A configuration from its raw (already substituted) data, or `ConfigError`."""
+def parse_config(
+    raw: dict[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+    from_env: set[str] | None = None,
+) -> Config:
+    """A configuration from its raw (already substituted) data, or `ConfigError`.
+
+    `providers:` entries are read here (`file:` relative to `base_dir`), their `${env.NAME}`
+    references from `env`; every problem of every descriptor is reported at once
+    (`ConfigProblems`).
+    """
+    env = env if env is not None else {}
+    descriptors = _descriptor_entries(raw, base_dir or Path.cwd())
     auth = raw.get("auth")
     for field in ("api_keys", "admin_keys"):
         if isinstance(auth, dict) and isinstance(auth.get(field), list):
@@ -251,26 +276,163 @@ def parse_config(raw: dict[str, Any]) -> Config:
             auth[field] = [k for k in auth[field] if k != ""]
     models = raw.get("models")
     if isinstance(models, list):
-        raw["models"] = [_validate_model(i, entry) for i, entry in enumerate(models)]
+        raw["models"] = [_validate_model(i, entry, descriptors) for i, entry in enumerate(models)]
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise _config_error(exc, Config, ()) from None
+    if config.secret_key is not None and not valid_secret_key(config.secret_key.get_secret_value()):
+        raise ConfigError(
+            "secret_key",
+            "is not a Fernet key (32 bytes, url-safe base64)",
+            "generate one with `tidegate keys new-secret` and set TIDEGATE_SECRET_KEY to it",
+        )
+    _bind_environment(config, env, from_env if from_env is not None else set())
     _check_semantics(config)
+    _check_descriptors(config)
     return config
 
 
-def _validate_model(index: int, entry: Any) -> DeploymentSettings:
-    """One `models:` entry, validated by the settings its provider declares."""
+class ConfigProblems(ConfigError):
+    """Several problems found at once (descriptors are checked whole), each with its location
+    and fix; the text lists them all, one per line."""
+
+    def __init__(self, problems: list[ConfigProblem]):
+        super().__init__(*problems[0])
+        self.problems = problems
+        lines = [f"{f}: {p}" + (f" ({x})" if x else "") for f, p, x in problems]
+        if len(lines) > 1:
+            self.args = (f"{len(lines)} problems:\n  " + "\n  ".join(lines),)
+
+    def redacted(self, redact: Callable[[str], str]) -> ConfigError:
+        """The same problems with `redact` applied to every part of their text."""
+        return ConfigProblems(
+            [(redact(f), redact(p), redact(x) if x else None) for f, p, x in self.problems]
+        )
+
+
+#: The largest descriptor file read (`providers: [{file: ...}]`).
+MAX_DESCRIPTOR_BYTES = 1024 * 1024
+_ENV_IN_TEMPLATE = re.compile(r"(?<!\$)\$\{\s*env\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _descriptor_entries(raw: dict[str, Any], base_dir: Path) -> dict[str, int]:
+    """Read `providers:` entries in place (`{file: path}` becomes the file's descriptor) and
+    return the index of each descriptor by name; built-in and repeated names are refused."""
+    entries = raw.get("providers")
+    if entries is None:
+        return {}
+    if not isinstance(entries, list):
+        raise ConfigError("providers", "must be a list of descriptors (or {file: path.json})")
+    names: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        where = f"providers[{i}]"
+        if isinstance(entry, dict) and "file" in entry:
+            if set(entry) != {"file"}:
+                others = ", ".join(sorted(str(k) for k in entry if k != "file"))
+                raise ConfigError(
+                    where, f"has file: and {others}", "put the whole descriptor in the file"
+                )
+            entry = entries[i] = _read_descriptor(str(entry["file"]), base_dir, where)
+        if not isinstance(entry, dict):
+            raise ConfigError(where, "must be a descriptor mapping (name, auth, chat) or {file:}")
+        name = entry.get("name")
+        if not isinstance(name, str):
+            continue  # validation names the missing field
+        if name in provider_names():
+            raise ConfigError(
+                f"{where}.name",
+                f"{name!r} is a built-in provider",
+                "give the descriptor another name",
+            )
+        if name in names:
+            raise ConfigError(f"{where}.name", f"{name!r} is also providers[{names[name]}]'s name")
+        names[name] = i
+    return names
+
+
+def _read_descriptor(file: str, base_dir: Path, where: str) -> dict[str, Any]:
+    path = Path(file).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    if path.suffix.lower() in (".yaml", ".yml"):
+        data = _read_yaml(path)
+    else:
+        try:
+            with path.open("rb") as handle:
+                content = handle.read(MAX_DESCRIPTOR_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(
+                f"{where}.file", f"cannot read {file!r}: {exc.strerror}", "check the path"
+            ) from None
+        if len(content) > MAX_DESCRIPTOR_BYTES:
+            raise ConfigError(f"{where}.file", f"{file!r} is larger than {MAX_DESCRIPTOR_BYTES}")
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"{where}.file", f"{file!r} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}.file", f"{file!r} does not hold one descriptor object")
+    return data
+
+
+def _bind_environment(config: Config, env: Mapping[str, str], from_env: set[str]) -> None:
+    """Give each descriptor the environment values it reads: `${env.NAME}` in its templates
+    and the keys of `hmac_sha256:NAME` convertors."""
+    for descriptor in config.providers:
+        wanted: set[str] = set()
+        _env_names(descriptor.model_dump(), "", wanted)
+        values = {name: env[name] for name in sorted(wanted) if name in env}
+        from_env.update(values.values())
+        descriptor.bind_env(values)
+
+
+def _env_names(value: Any, key: str, found: set[str]) -> None:
+    """Add the environment variables a descriptor's raw data reads to `found`."""
+    if isinstance(value, str):
+        found.update(_ENV_IN_TEMPLATE.findall(value))
+        if key == "convertor" and value.startswith("hmac_sha256:"):
+            found.add(value.partition(":")[2])
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _env_names(v, str(k), found)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _env_names(v, "", found)
+
+
+def _check_descriptors(config: Config) -> None:
+    """Every descriptor compiles, and every model using one gives what its templates read."""
+    from tidegate.providers.described import DescribedSettings, compile_all, model_problems
+
+    compiled, problems = compile_all(config.providers, config.convertors, config.files)
+    for i, model in enumerate(config.models):
+        descriptor = compiled.get(model.provider)
+        if descriptor is not None and isinstance(model, DescribedSettings):
+            problems += model_problems(descriptor, model, f"models[{i}]")
+    if problems:
+        raise ConfigProblems(problems)
+
+
+def _validate_model(
+    index: int, entry: Any, descriptors: Mapping[str, int] | None = None
+) -> DeploymentSettings:
+    """One `models:` entry, validated by the settings its provider declares (a described
+    provider's: `DescribedSettings`)."""
     where = f"models[{index}]"
     if not isinstance(entry, dict):
         raise ConfigError(where, "must be a mapping of settings such as name: and provider:")
     name = entry.get("provider")
-    known = ", ".join(provider_names())
+    known = ", ".join([*provider_names(), *(descriptors or {})])
     if name is None:
         raise ConfigError(f"{where}.provider", "is required", f"use one of: {known}")
     try:
-        settings = provider_class(str(name)).settings
+        if descriptors and str(name) in descriptors:
+            from tidegate.providers.described import DescribedSettings
+
+            settings: type[DeploymentSettings] = DescribedSettings
+        else:
+            settings = provider_class(str(name)).settings
     except KeyError:
         raise ConfigError(
             f"{where}.provider", f"unknown provider {name!r}", f"use one of: {known}"

@@ -23,7 +23,8 @@ from collections import deque
 from typing import Any
 
 from tidegate.errors import GatewayError, UnknownModel
-from tidegate.providers import Provider, provider_class
+from tidegate.providers import Provider, described_providers, provider_class
+from tidegate.providers.credentials import ProviderRuntime
 from tidegate.settings import Config, CooldownConfig, DeploymentSettings, LimitsConfig
 
 
@@ -112,11 +113,16 @@ class Deployment:
     __slots__ = ("config", "health", "in_flight", "key", "provider")
 
     def __init__(
-        self, key: str, config: DeploymentSettings, cooldown: CooldownConfig, limits: LimitsConfig
+        self,
+        key: str,
+        config: DeploymentSettings,
+        cooldown: CooldownConfig,
+        limits: LimitsConfig,
+        provider: type[Provider] | None = None,
     ):
         self.key = key
         self.config = config
-        self.provider: Provider = provider_class(config.provider)(config)
+        self.provider: Provider = (provider or provider_class(config.provider))(config)
         self.provider.max_event_bytes = limits.max_event_bytes
         self.provider.max_response_bytes = limits.max_response_bytes
         self.health = Health(cooldown)
@@ -151,16 +157,24 @@ class Router:
         self.groups: dict[str, list[Deployment]] = {}
         self.fallbacks: dict[str, list[str]] = {}
         cooldown = config.routing.cooldown
+        described = described_providers(config)
         for model in config.models:
             group = self.groups.setdefault(model.name, [])
             key = model.name if not group else f"{model.name}#{len(group) + 1}"
             if len(group) == 1 and group[0].key == model.name:
                 group[0].key = f"{model.name}#1"
-            group.append(Deployment(key, model, cooldown, config.limits))
+            provider = described.get(model.provider)
+            group.append(Deployment(key, model, cooldown, config.limits, provider))
             fallbacks = self.fallbacks.setdefault(model.name, [])
             fallbacks += [f for f in model.fallbacks if f not in fallbacks]
         for group in self.groups.values():
             group[0].health.solo = len(group) == 1
+
+    def bind(self, runtime: ProviderRuntime) -> None:
+        """Lend every provider the process's runtime (state, per-user keys, tokens)."""
+        for group in self.groups.values():
+            for deployment in group:
+                deployment.provider.runtime = runtime
 
     def names(self) -> list[str]:
         """Model names in configuration order."""

@@ -22,6 +22,7 @@ GatewayError                          status  code
 │   ├── UpstreamNetworkError          502     upstream_unreachable / upstream_disconnected
 │   ├── UpstreamProtocolError         502     upstream_protocol_error (malformed, truncated)
 │   ├── UpstreamStatusError           by upstream status (see below)
+│   ├── UpstreamAuthFailed            502     upstream_auth_failed (a descriptor's auth step)
 │   └── UpstreamUnavailable           503     upstream_unavailable (every deployment cooling down)
 ├── ShuttingDown                      503     shutting_down (open at the end of the grace period)
 ├── StreamCancelled                   409     cancelled (a cancel request stopped the stream)
@@ -173,6 +174,9 @@ class UpstreamError(GatewayError):
     status = 502
     code = "upstream_error"
     upstream_status: int | None = None
+    #: Whether another try may help, when the upstream's description says (a described
+    #: provider's `errors:` rules); None: decided by the kind of error and its status.
+    retryable: bool | None = None
 
 
 class UpstreamTimeout(UpstreamError):
@@ -223,6 +227,24 @@ class UpstreamStatusError(UpstreamError):
     @property
     def retry_after(self) -> float | None:
         return self._retry_after
+
+
+class UpstreamAuthFailed(UpstreamError):
+    """A described provider's auth step (its token exchange) failed. The message names the
+    provider and the step, never a secret; the auth answer's excerpt goes to `detail`."""
+
+    code = "upstream_auth_failed"
+
+    def __init__(
+        self,
+        provider: str,
+        why: str,
+        *,
+        upstream_status: int | None = None,
+        detail: str | None = None,
+    ):
+        super().__init__(f"provider {provider!r}: the auth step failed: {why}", detail=detail)
+        self.upstream_status = upstream_status
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -94,6 +94,9 @@ class ChatRequest:
     task: str | None = None
     # Fields of the inbound request the chosen upstream cannot carry, named for the client.
     dropped: list[str] = field(default_factory=list)
+    #: The inbound body as the client sent it, when its endpoint keeps one: described
+    #: providers read any field of it by name (`${request.field}`).
+    inbound: dict[str, Any] | None = None
 
     def tool_name(self, call_id: str | None) -> str:
         """The function name of an earlier assistant tool call, found by its id."""

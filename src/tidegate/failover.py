@@ -44,7 +44,10 @@ Prepare = Callable[[Provider], tuple[UpstreamCall, bool]]
 
 
 def is_transient(err: GatewayError) -> bool:
-    """Worth another try (at this or another deployment)."""
+    """Worth another try (at this or another deployment): as an upstream's description says
+    (`retryable`), else by the kind of error and its status."""
+    if isinstance(err, UpstreamError) and err.retryable is not None:
+        return err.retryable
     if isinstance(err, UpstreamStatusError):
         status = err.upstream_status or 500
         return status in (401, 403, 404, 408, 409, 425, 429) or status >= 500
@@ -160,6 +163,8 @@ async def _attempts(
                     break
             ctx.attempts += 1
             call, passthrough = prepare(deployment.provider)
+            # Who the request is for comes from its key's identity, never from its body.
+            call.user = ctx.identity.user if ctx.identity is not None else None
             attempt = Attempt(ctx, deployment, call, passthrough, streaming=streaming, clock=clock)
             yield attempt
             if attempt.error is None:

@@ -25,7 +25,7 @@ from tidegate import __version__
 from tidegate.app import create_app
 from tidegate.config import load_config, read_environment
 from tidegate.logs import setup_logging, startup_line
-from tidegate.redact import Redactor
+from tidegate.redact import RUNTIME_SECRETS, Redactor
 from tidegate.server_protocol import GatewayServerConfig, LimitedHttpToolsProtocol
 from tidegate.settings import Config
 
@@ -35,7 +35,7 @@ _LOOP = "uvloop" if sys.platform != "win32" else "asyncio"
 def serve(config: Config, sock: socket.socket, args: argparse.Namespace) -> int:
     """Serve until interrupted; return the exit status."""
     json = args.log_format == "json"
-    listener = setup_logging(args.log_level, Redactor(config.secrets()), json=json)
+    listener = setup_logging(args.log_level, Redactor(config.secrets(), RUNTIME_SECRETS), json=json)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     keys = len(config.auth.api_keys)
@@ -99,7 +99,7 @@ def app_from_environment() -> object:
     config = load_config(None, env)
     setup_logging(
         os.environ.get("TIDEGATE_LOG_LEVEL", "info"),
-        Redactor(config.secrets()),
+        Redactor(config.secrets(), RUNTIME_SECRETS),
         json=os.environ.get("TIDEGATE_LOG_FORMAT", "json") == "json",
     )
     return create_app(config)

@@ -7,13 +7,17 @@ modules never import the app (no cycle), and tests can build one around an in-me
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from tidegate import __version__
 from tidegate.auth import StaticKeys
 from tidegate.clock import SYSTEM_CLOCK, Clock
 from tidegate.deployments import Router
 from tidegate.loopwatch import LoopLag
+from tidegate.providers.credentials import ProviderRuntime
 from tidegate.providers.http import AiohttpClient, UpstreamClient
-from tidegate.redact import Redactor
+from tidegate.redact import RUNTIME_SECRETS, Redactor
 from tidegate.settings import Config
 from tidegate.state import State, open_state
 from tidegate.streams import StreamRegistry
@@ -30,6 +34,7 @@ class Services:
         "loop_lag",
         "redactor",
         "router",
+        "runtime",
         "state",
         "streams",
     )
@@ -42,16 +47,21 @@ class Services:
         clock: Clock = SYSTEM_CLOCK,
         state: State | None = None,
         client: UpstreamClient | None = None,
+        wall: Callable[[], float] = time.time,
     ):
         self.config = config
         self.router = router or Router(config)
-        self.redactor = Redactor(config.secrets())
+        self.redactor = Redactor(config.secrets(), RUNTIME_SECRETS)
         self.clock = clock
         self.loop_lag = LoopLag()
         #: The client and admin keys, and who they stand for.
         self.keys = StaticKeys(config.auth)
         #: Shared state (memory, or Redis for several instances); connects on first use.
         self.state: State = state if state is not None else open_state(config.state)
+        secret = config.secret_key.get_secret_value() if config.secret_key else None
+        #: Per-user upstream keys and auth tokens, lent to every provider.
+        self.runtime = ProviderRuntime(self.state, secret_key=secret, wall=wall)
+        self.router.bind(self.runtime)
         #: The streams this process is serving (stop one, or all at shutdown).
         self.streams = StreamRegistry(self.state)
         #: The one pooled upstream client, open between the app's start-up and shutdown.

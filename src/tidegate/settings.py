@@ -7,6 +7,7 @@ it. Each provider declares its own `models:` settings by extending `DeploymentSe
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -19,6 +20,8 @@ from pydantic import (
     SecretStr,
     field_validator,
 )
+
+from tidegate.descriptors import ProviderDescriptor
 
 #: (field, problem, fix): what a settings model says is wrong with an entry.
 ConfigProblem = tuple[str, str, str | None]
@@ -294,6 +297,14 @@ class StreamsConfig(Frozen):
     resume_grace: float = Field(default=0.0, ge=0, le=3600)
 
 
+class FilesConfig(Frozen):
+    """Server-side files a descriptor's `image_file` convertor may read: only below
+    `allowed_dirs` (no symlinks, no `..`), at most `max_bytes` each."""
+
+    allowed_dirs: tuple[str, ...] = ()
+    max_bytes: PositiveInt = 5 * 1024 * 1024
+
+
 class MetricsConfig(Frozen):
     """`GET /metrics` in Prometheus' format: on by default, behind an admin key unless
     `public` (for a scraper on a private network)."""
@@ -315,10 +326,28 @@ class Config(Frozen):
     workflows: tuple[WorkflowConfig, ...] = ()
     workflow_query: WorkflowQueryConfig = WorkflowQueryConfig()
     streams: StreamsConfig = StreamsConfig()
+    #: Upstream APIs described as data (docs/providers.md); models name them in `provider:`.
+    providers: tuple[ProviderDescriptor, ...] = ()
+    #: Descriptor convertors written in Python, by name: `module.path:function`.
+    convertors: dict[str, str] = Field(default_factory=dict)
+    files: FilesConfig = FilesConfig()
+    #: The Fernet key that encrypts per-user upstream keys and cached tokens in the shared
+    #: state (`TIDEGATE_SECRET_KEY` when the file does not set it).
+    secret_key: SecretStr | None = None
     metrics: MetricsConfig = MetricsConfig()
     #: Where shared state lives: `memory` (this process) or a `redis://` URL (all instances).
     state: str = "memory"
     source: str = "built-in"
+
+    @field_validator("convertors")
+    @classmethod
+    def _convertor_paths(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, target in v.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"convertor name {name!r} must be a plain identifier")
+            if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", target):
+                raise ValueError(f"convertor {name!r}: {target!r} is not module.path:function")
+        return v
 
     @field_validator("state")
     @classmethod
@@ -347,4 +376,7 @@ class Config(Frozen):
             if isinstance(step, HTTPStep)
             for h in step.headers.values()
         ]
+        values += [v for d in self.providers for v in d.secrets()]
+        if self.secret_key is not None:
+            values.append(self.secret_key.get_secret_value())
         return [v for v in values if len(v) >= 4]

@@ -50,6 +50,7 @@ def serve_chat(
             return provider.build_passthrough(dict(call.body), call.stream), True
         if not translated:
             translated.append(call.canonical())
+            translated[0].inbound = call.body
         chat = translated[0]
         chat.stream = call.stream
         upstream = provider.build_call(chat)

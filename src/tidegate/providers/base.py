@@ -21,6 +21,7 @@ from tidegate.formats.base import (
     UpstreamCodec,
     error_message_of,
 )
+from tidegate.providers.credentials import ProviderRuntime
 from tidegate.providers.http import UpstreamCall, UpstreamClient, UpstreamResponse, join_url
 from tidegate.settings import DeploymentSettings, HttpDeploymentSettings
 from tidegate.sse import DEFAULT_MAX_EVENT_BYTES
@@ -55,6 +56,10 @@ class Provider(ABC):
     static_headers: ClassVar[dict[str, str]] = {}
     #: The upstream keeps each conversation itself, per `session_id` (and takes a `mode`).
     keeps_history: ClassVar[bool] = False
+    #: What the process lends its providers (shared state, per-user upstream keys, tokens);
+    #: bound by `Services`. None: no per-user keys (a described provider then uses a
+    #: process-local runtime).
+    runtime: ProviderRuntime | None = None
 
     def __init__(self, config: DeploymentSettings):
         self.config = config
@@ -149,6 +154,19 @@ class Provider(ABC):
         return err
 
     async def open(self, client: UpstreamClient, call: UpstreamCall) -> UpstreamResponse:
-        """Send the call and return once the upstream's status and headers have arrived."""
+        """Send the call and return once the upstream's status and headers have arrived. A
+        request whose identity's user has an upstream key of their own for this model (or
+        provider) carries that key instead of the model's."""
+        runtime = self.runtime
+        if (
+            call.user is not None
+            and runtime is not None
+            and runtime.keys is not None
+            and self.key_header is not None
+        ):
+            own = await runtime.keys.find(call.user, self.config.name, self.name)
+            if own is not None:
+                header, template = self.key_header
+                call.headers = {**call.headers, header: template.format(key=own)}
         timeout = self.timeouts.connect
         return await client.send(call, connect_timeout=timeout, model=self.config.name)

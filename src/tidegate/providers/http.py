@@ -23,6 +23,7 @@ from tidegate.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from tidegate.events import ChatRequest
 from tidegate.formats.base import PassthroughFilter
 
 #: Most bytes one read of a compressed body may inflate to.
@@ -32,7 +33,17 @@ INFLATE_STEP = 256 * 1024
 class UpstreamCall:
     """One HTTP request to send upstream, and the request fields it could not carry."""
 
-    __slots__ = ("body", "dropped", "filter", "headers", "method", "stream", "url")
+    __slots__ = (
+        "body",
+        "dropped",
+        "filter",
+        "headers",
+        "method",
+        "source",
+        "stream",
+        "url",
+        "user",
+    )
 
     def __init__(
         self,
@@ -53,6 +64,11 @@ class UpstreamCall:
         self.method = method
         self.dropped = dropped or []
         self.filter: PassthroughFilter | None = None
+        #: The user of the request's identity (None: no user), for per-user upstream keys
+        #: and tokens; set by failover, never from a request field.
+        self.user: str | None = None
+        #: The canonical request, for providers that render their call when they open it.
+        self.source: ChatRequest | None = None
 
 
 class UpstreamResponse(ABC):
