@@ -122,6 +122,16 @@ class GatewayProcess:
             time.sleep(0.02)
         raise AssertionError(f"no access record for {request_id}:\n{self.output()}")
 
+    def lines_with(self, *needles: str, timeout: float = 5) -> list[str]:
+        """The output lines containing every needle, waiting (bounded) until at least one is
+        written: log records and access lines are written by different threads, in either order."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in list(self.lines) if all(n in line for n in needles)]
+            if found or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.02)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

@@ -35,11 +35,7 @@ def test_a_malformed_line_mid_stream_is_skipped(gateway: GatewayProcess, fmt: st
     record = gateway.record_for(response.headers["x-request-id"])
     assert record["skipped_lines"] == 1
     assert "error" not in record
-    warning = [
-        line
-        for line in gateway.output().splitlines()
-        if response.headers["x-request-id"] in line and "unreadable" in line
-    ]
+    warning = gateway.lines_with(response.headers["x-request-id"], "unreadable")
     assert len(warning) == 1 and "skipped 1 unreadable event" in warning[0]
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from tidegate.asgi import Request
-from tidegate.settings import AuthConfig, ClientKey
+from tidegate.settings import AuthConfig, ClientKey, KeyPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,8 @@ class Identity:
     name: str | None = None
     user: str | None = None
     kind: Literal["client", "admin"] = "client"
+    #: The key's models and limits; None for admin keys and plain static keys (no limits).
+    policy: KeyPolicy | None = None
 
     @property
     def subject(self) -> str:
@@ -71,7 +73,10 @@ class StaticKeys:
             raw = key.get_secret_value().encode()
             name = entry.name if isinstance(entry, ClientKey) else None
             user = entry.user if isinstance(entry, ClientKey) else None
-            self._clients[key_hash(raw)] = Identity(key_id(raw), name, user)
+            policy = entry.policy() if isinstance(entry, ClientKey) else None
+            if policy == KeyPolicy():
+                policy = None
+            self._clients[key_hash(raw)] = Identity(key_id(raw), name, user, policy=policy)
         self._admin = {
             key_hash(k.get_secret_value().encode()): Identity(
                 key_id(k.get_secret_value().encode()), kind="admin"

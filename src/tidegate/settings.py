@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
     SecretStr,
@@ -164,12 +165,42 @@ class StreamAskConfig(Frozen):
     session_ttl: PositiveFloat = 86400.0
 
 
-class ClientKey(Frozen):
-    """A client key with the user it belongs to and a name for the logs."""
+class KeyPolicy(Frozen):
+    """What one client key may do: which models, and its limits (None: unlimited).
+
+    The same policy comes from a static key of the config (`auth.api_keys: [{key, rpm, ...}]`)
+    or from a managed key in the database; `limits.py` enforces it."""
+
+    #: Client-facing model names the key may use (empty: every model).
+    models: tuple[str, ...] = ()
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    max_streams: PositiveInt | None = None
+    #: Money (in the currency of `prices`) the key may spend per `period`.
+    budget: PositiveFloat | None = None
+    period: Literal["day", "week", "month"] = "month"
+
+
+class ClientKey(KeyPolicy):
+    """A client key with the user it belongs to, a name for the logs, and its policy."""
 
     key: SecretStr
     user: str | None = Field(default=None, min_length=1, max_length=200)
     name: str | None = Field(default=None, min_length=1, max_length=200)
+
+    def policy(self) -> KeyPolicy:
+        """The key's policy alone."""
+        return KeyPolicy(**{f: getattr(self, f) for f in KeyPolicy.model_fields})
+
+
+class Price(Frozen):
+    """What one model costs, per million tokens of each kind (cache and reasoning tokens
+    default to the input and output prices)."""
+
+    input: NonNegativeFloat = 0.0
+    output: NonNegativeFloat = 0.0
+    cache_read: NonNegativeFloat | None = None
+    cache_write: NonNegativeFloat | None = None
 
 
 class AuthConfig(Frozen):
@@ -335,6 +366,8 @@ class Config(Frozen):
     #: state (`TIDEGATE_SECRET_KEY` when the file does not set it).
     secret_key: SecretStr | None = None
     metrics: MetricsConfig = MetricsConfig()
+    #: Prices per client-facing model name (or deployment key), for the ledger and budgets.
+    prices: dict[str, Price] = Field(default_factory=dict)
     #: Where shared state lives: `memory` (this process) or a `redis://` URL (all instances).
     state: str = "memory"
     source: str = "built-in"
