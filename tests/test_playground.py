@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -35,33 +34,18 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.browser import ARTIFACTS, launch_chromium, needs_chromium
 from tests.conftest import CLIENT_KEY, TEST_TIMEOUTS, GatewayProcess
 from tests.fake_upstream import API_KEY, FakeUpstream
 from tidegate.providers.demo import DEMO_ANSWER
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).parent / "artifacts"
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "text_to_sql"
 TEXT_TO_SQL_STEPS = ["sql", "rows", "table", "analysis"]
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason="Chromium not found at /usr/bin/chromium (apt-get install chromium); playground "
-    "browser tests skipped",
-)
+pytestmark = needs_chromium
 
 
 def _config(
@@ -172,10 +156,7 @@ def keyed_gateway(
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    yield from launch_chromium()
 
 
 class Page:

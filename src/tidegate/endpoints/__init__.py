@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tidegate.endpoints import (
     anthropic_messages,
+    dashboard,
     gemini,
     health,
     metrics,
@@ -30,6 +31,7 @@ MODULES = (
     workflows,
     streams,
     playground,
+    dashboard,
     metrics,
 )
 
