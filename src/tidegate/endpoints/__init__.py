@@ -7,6 +7,7 @@ Adding an API: write its module (a `ChatEndpoint` and `chat_routes(...)` for a c
 from __future__ import annotations
 
 from tidegate.endpoints import (
+    admin,
     anthropic_messages,
     gemini,
     health,
@@ -31,6 +32,7 @@ MODULES = (
     streams,
     playground,
     metrics,
+    admin,
 )
 
 
