@@ -65,7 +65,11 @@ class Services:
         #: The database of managed keys and the usage ledger (None: neither, as in-process
         #: tests that do not ask for one).
         self.store = store
-        managed = ManagedKeys(store.keys, self.state) if store is not None else None
+        managed = (
+            ManagedKeys(store.keys, self.state, ttl=config.auth.managed_cache_seconds)
+            if store is not None
+            else None
+        )
         #: The client and admin keys (the config's, and managed ones), and who they stand for.
         self.keys = Keys(StaticKeys(config.auth), managed)
         secret = config.secret_key.get_secret_value() if config.secret_key else None

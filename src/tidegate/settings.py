@@ -212,6 +212,9 @@ class AuthConfig(Frozen):
 
     api_keys: tuple[SecretStr | ClientKey, ...] = ()
     admin_keys: tuple[SecretStr, ...] = ()
+    #: Seconds a managed key lookup (found or not) is remembered in the process; a change made
+    #: elsewhere without a shared state (`state: memory`) is seen after at most this long.
+    managed_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
 
 class LimitsConfig(Frozen):

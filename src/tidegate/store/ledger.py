@@ -300,7 +300,7 @@ async def recent(engine: AsyncEngine, limit: int = 50) -> list[dict[str, Any]]:
         rows = (await conn.execute(query)).mappings().all()
     out = []
     for row in rows:
-        item = dict(row)
+        item = {str(column.name): row[column] for column in usage.c}
         item["started_at"] = _json_time(item["started_at"])
         item["ended_at"] = _json_time(item["ended_at"])
         item["estimated"] = bool(item["estimated"])
