@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tidegate.settings import LedgerConfig
@@ -237,6 +237,10 @@ class Ledger:
                 .values(status="interrupted", ended_at=now)
             )
             count = int(result.rowcount or 0)
+            # Instances gone for a day, with nothing pending any more, are forgotten.
+            await conn.execute(
+                delete(instances).where(instances.c.heartbeat_at < now - timedelta(days=1))
+            )
         if count:
             log.warning("usage ledger: %d requests of stopped instances marked interrupted", count)
         return count
