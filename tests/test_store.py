@@ -77,6 +77,15 @@ def models(fake: FakeUpstream) -> list[dict[str, Any]]:
             "timeouts": TEST_TIMEOUTS,
         }
         for scenario in ("ok", "tools", "status/500", "slow_stream")
+    ] + [
+        {
+            "name": "openai-slow_cancel",
+            "provider": "openai",
+            "base_url": fake.base("slow_stream", "cancel") + "/v1",
+            "model": "fake-model",
+            "api_key": "${FAKE_UPSTREAM_KEY}",
+            "timeouts": TEST_TIMEOUTS,
+        }
     ]
 
 
@@ -316,11 +325,22 @@ def test_ledger_rows_for_ok_error_and_a_client_that_left(
             seen += line.startswith("data:")
             if seen >= 5:
                 break
+    # A stream its client cancels through /v1/streams/{id}/cancel.
+    cancelled_body = {**body, "model": "openai-slow_cancel"}
+    with httpx.stream(
+        "POST", gw.url + "/v1/chat/completions", json=cancelled_body, headers=headers, timeout=20
+    ) as response:
+        stream_id = response.headers["x-tidegate-stream-id"]
+        lines = response.iter_lines()
+        next(lines)
+        cancel = httpx.post(f"{gw.url}/v1/streams/{stream_id}/cancel", headers=headers)
+        assert cancel.status_code == 200, cancel.text
+        assert any("cancelled" in line for line in lines)
     assert admin(gw, "GET", "/healthz").status_code == 200  # not ledgered
 
     def finished() -> bool:
         rows = _recent(gw)
-        return len(rows) == 3 and all(r["status"] != "pending" for r in rows)
+        return len(rows) == 4 and all(r["status"] != "pending" for r in rows)
 
     eventually(finished, timeout=10)
     rows = {r["model"]: r for r in _recent(gw)}
@@ -337,13 +357,14 @@ def test_ledger_rows_for_ok_error_and_a_client_that_left(
     left = rows["openai-slow_stream"]
     assert left["status"] == "client_closed"
     assert left["output_tokens"] > 0 and left["estimated"] is True
+    assert rows["openai-slow_cancel"]["status"] == "cancelled"
     assert key not in str(rows)
 
     summary = admin(gw, "GET", "/admin/usage?by=day,key").json()
     assert summary["by"] == ["day", "key"] and summary["since"] is None
     [row] = summary["rows"]
     assert set(row) == {"day", "key"} | USAGE_ROW_FIELDS
-    assert row["key"] == "led" and row["requests"] == 3 and row["errors"] == 2
+    assert row["key"] == "led" and row["requests"] == 4 and row["errors"] == 3
     assert row["cost"] == pytest.approx(expected_cost)
     by_model = admin(gw, "GET", "/admin/usage?by=model").json()["rows"]
     assert {r["model"] for r in by_model} == set(rows)

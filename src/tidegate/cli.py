@@ -132,6 +132,7 @@ def describe(config: Config) -> str:
         lines.append(f"admin keys: {admin}")
     else:
         lines.append("admin keys: none (/admin/ " + ("closed)" if keys else "open)"))
+    lines.append(f"database: {mask_url(config.database or 'sqlite:///tidegate.db')}")
     lim = config.limits
     lines.append(
         f"limits: body {lim.max_body_bytes} bytes in {lim.body_timeout:g}s, "
