@@ -377,10 +377,10 @@ def test_ledger_rows_for_ok_error_and_a_client_that_left(
 
     printed = cli(tmp_path, "usage", "--by", "model")
     assert printed.returncode == 0, printed.stderr
-    header, *lines = printed.stdout.splitlines()
+    header, *table = printed.stdout.splitlines()
     assert header.split() == ["MODEL", "REQUESTS", "ERRORS", "INPUT_TOKENS", "OUTPUT_TOKENS",
                               "COST"]  # fmt: skip
-    assert any(line.split()[:3] == ["openai-ok", "1", "0"] for line in lines)
+    assert any(line.split()[:3] == ["openai-ok", "1", "0"] for line in table)
     assert cli(tmp_path, "usage", "--since", "2999-01-01").stdout.startswith("no usage")
 
 
