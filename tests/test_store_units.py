@@ -217,3 +217,29 @@ async def _test_close_marks_its_own_pending_rows_interrupted(store: Store) -> No
     await store.ledger.close()
     [row] = await ledger.recent(store.engine)
     assert row["status"] == "interrupted" and row["ended_at"] is not None
+
+
+def test_a_database_that_is_down_is_a_503_not_a_500(tmp_path: Path) -> None:
+    """A managed key lookup on a database that is down: `StoreUnavailable` (503), which the
+    app renders in the endpoint's format; static keys are still checked first."""
+    with_store(tmp_path, _test_a_database_that_is_down_is_a_503_not_a_500)
+
+
+async def _test_a_database_that_is_down_is_a_503_not_a_500(store: Store) -> None:
+    from tidegate.errors import StoreUnavailable
+
+    async def down(*_args: Any) -> Any:
+        raise ConnectionError("down")
+
+    store.keys.find = down  # type: ignore[method-assign,assignment]
+    store.keys.count_usable = down  # type: ignore[method-assign]
+    managed = ManagedKeys(store.keys, MemoryState())
+    with pytest.raises(StoreUnavailable) as err:
+        await managed.find("0" * 64)
+    assert err.value.status == 503
+    with pytest.raises(StoreUnavailable):
+        await managed.any()
+    static = AuthConfig.model_validate({"api_keys": ["static-key-1234"]})
+    keys = Keys(StaticKeys(static), managed)
+    assert await keys.has_client_keys()
+    assert await keys.find(key_hash(b"static-key-1234")) is not None

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from tidegate.asgi import Request
-from tidegate.errors import Forbidden
+from tidegate.errors import Forbidden, StoreUnavailable
 from tidegate.settings import AuthConfig, ClientKey, KeyPolicy
 from tidegate.state import State
 from tidegate.store.keys import KeyRecord, KeyRepository
@@ -170,7 +170,13 @@ class ManagedKeys:
         if hit is not None and hit[0] > now:
             record = hit[1]
         else:
-            record = await self.repository.find(digest)
+            try:
+                record = await self.repository.find(digest)
+            except Exception as exc:
+                _log.warning("managed keys: lookup failed: %s", type(exc).__name__)
+                raise StoreUnavailable(
+                    "client keys cannot be checked: the database is down"
+                ) from None
             if len(self._cache) >= self.MAX_CACHED:
                 self._cache.clear()
             self._cache[digest] = (now + self._ttl, record)
@@ -183,7 +189,14 @@ class ManagedKeys:
         """True when the database holds a usable managed key (cached like lookups)."""
         now = self._clock()
         if self._any is None or self._any[0] <= now:
-            self._any = (now + self._ttl, await self.repository.count_usable() > 0)
+            try:
+                count = await self.repository.count_usable()
+            except Exception as exc:
+                _log.warning("managed keys: lookup failed: %s", type(exc).__name__)
+                raise StoreUnavailable(
+                    "client keys cannot be checked: the database is down"
+                ) from None
+            self._any = (now + self._ttl, count > 0)
         return self._any[1]
 
     def forget(self) -> None:

@@ -122,7 +122,7 @@ class Services:
         usage, estimated = ctx.usage, False
         if usage is None:
             output = ctx.estimated_output
-            estimated = True
+            estimated = output > 0 or ctx.first_byte_at is not None
             usage = Usage(
                 input_tokens=(body_bytes + 3) // 4 if ctx.first_byte_at is not None else 0,
                 output_tokens=output,
