@@ -60,7 +60,7 @@ def gateway(
             "admin_keys": [ADMIN_KEY],
         },
         "prices": {"demo": PRICE, "broken": PRICE},
-        "database": str(workdir / "ledger.db"),
+        "database": f"sqlite:///{workdir / 'ledger.db'}",
     }
     process = GatewayProcess(config, workdir)
     yield process

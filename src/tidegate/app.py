@@ -43,6 +43,7 @@ from tidegate.logs import AccessLog, log
 from tidegate.relay import MESSAGE_CHARS
 from tidegate.services import Services
 from tidegate.settings import Config
+from tidegate.store import Store
 from tidegate.streams import Unsubscribe, listen_for_cancels
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -96,10 +97,24 @@ class Gateway:
         loop.call_later(self.config.server.shutdown_grace, self.services.streams.stop_all, reason)
 
     async def startup(self) -> None:
-        """Open the process's pooled upstream HTTP client and start the access log."""
+        """Open the process's pooled upstream HTTP client, the store (managed keys, the usage
+        ledger) and start the access log."""
         self.access_log.start()
         self.loop_lag.start()
+        store = self.services.store
+        if store is not None:
+            await store.open()
+            await store.ledger.start()
         await self.services.client.start()
+        managed = self.services.keys.managed
+        if managed is not None:
+            try:
+                await managed.listen()
+            except Exception as exc:  # the cache still expires within seconds
+                log.warning(
+                    "managed key changes of other instances are not announced here: %s",
+                    self.redact(str(exc)),
+                )
         try:
             self._unsubscribe = await listen_for_cancels(self.services.streams, self.state)
         except Exception as exc:  # the state store is down: everything else still works
@@ -114,6 +129,12 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self._unsubscribe()
         await self.services.client.aclose()
+        store = self.services.store
+        if store is not None:
+            await store.ledger.close()
+            await store.aclose()
+        if self.services.keys.managed is not None:
+            await self.services.keys.managed.aclose()
         await self.services.state.aclose()
         self.loop_lag.stop()
         self.access_log.close()
@@ -157,6 +178,7 @@ class Gateway:
         route = found[0] if found is not None else None
         render = route.render_error if route else health.render_error
         watcher: DisconnectWatcher | None = None
+        body_bytes = 0
         try:
             if not methods:
                 raise NotFound(f"no route for {request.path}")
@@ -173,6 +195,7 @@ class Gateway:
                 await self._check_admin_key(request)
             if request.method == "POST":
                 await request.read_body(receive, self.max_body, self.body_timeout)
+                body_bytes = len(request.body)
             watcher = ctx.watcher = DisconnectWatcher(receive)
             assert found is not None
             request.params = found[1]
@@ -198,6 +221,8 @@ class Gateway:
             if watcher is not None:
                 watcher.done()
             self.access_log.write(ctx.log_fields())
+            if ctx.ledger_row is not None:
+                self.services.ledger_finish(ctx, body_bytes)
             if self._metrics:
                 self._count(ctx, route.path if route is not None else "unmatched")
 
@@ -235,7 +260,7 @@ class Gateway:
         """The identity of the client key presented (None when no keys are configured); a
         missing or unknown key is a 401 saying how this API's clients send it."""
         keys = self.services.keys
-        if not keys.has_client_keys:
+        if not await keys.has_client_keys():
             return None
         given = presented_key(request, admin=False)
         identity = await keys.find(key_hash(given)) if given else None
@@ -246,7 +271,7 @@ class Gateway:
     async def _check_admin_key(self, request: Request) -> None:
         keys = self.services.keys
         if not keys.has_admin_keys:
-            if keys.has_client_keys:
+            if await keys.has_client_keys():
                 raise Forbidden("the admin API is closed: set auth.admin_keys to use the admin API")
             return  # no keys configured at all: local development
         given = presented_key(request, admin=True)
@@ -264,5 +289,8 @@ async def _nothing() -> None:
 
 def create_app(config: Config, services: Services | None = None) -> Gateway:
     """The ASGI application for a validated configuration (with `services` given, around
-    them: an in-process test's upstream, clock or state)."""
+    them: an in-process test's upstream, clock or state; without, the services of a server,
+    with the config's database)."""
+    if services is None:
+        services = Services(config, store=Store(config.database, config.ledger))
     return Gateway(config, services)

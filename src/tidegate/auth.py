@@ -6,17 +6,28 @@ is the request's identity for everything that is per user — sessions, per-user
 token caches —, and no request field can claim another. Logs name a key by its `name`, or by a
 short prefix of its hash, never by the key.
 
-`KeyStore`s can be added (managed keys in a database); the static keys of the config are one.
+The static keys of the config are one `KeyStore`; managed keys in the database
+(`tidegate keys create`, `/admin/keys`) are another, `ManagedKeys`: lookups are cached in the
+process for a few seconds, found and not found alike, and every instance forgets its cache when
+a key is created, disabled or rotated anywhere (a message on the state's `tidegate:keys`
+channel). `Keys` asks the config first, then the database.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from tidegate.asgi import Request
+from tidegate.errors import Forbidden, StoreUnavailable
 from tidegate.settings import AuthConfig, ClientKey, KeyPolicy
+from tidegate.state import State
+from tidegate.store.keys import KeyRecord, KeyRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +126,135 @@ def presented_key(request: Request, *, admin: bool) -> bytes:
         if not given and request.query_string:
             given = request.query.get("key", "")
     return given.encode()
+
+
+def check_model(identity: Identity | None, model: str) -> None:
+    """A 403 naming the model when the key's policy lists models and not this one."""
+    policy = identity.policy if identity is not None else None
+    if policy is not None and policy.models and model not in policy.models:
+        raise Forbidden(
+            f"this key may not use the model {model!r} (it may use: {', '.join(policy.models)})"
+        )
+
+
+#: The state channel on which a change of managed keys is announced to every instance.
+KEYS_CHANNEL = "tidegate:keys"
+_log = logging.getLogger("tidegate.auth")
+
+
+class ManagedKeys:
+    """Managed keys of the database, behind a short in-process cache of found and not-found
+    digests (`ttl` seconds), forgotten on any change announced on `KEYS_CHANNEL`."""
+
+    MAX_CACHED = 50_000
+
+    def __init__(
+        self,
+        repository: KeyRepository,
+        state: State,
+        ttl: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.repository = repository
+        self._state = state
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._any: tuple[float, bool] | None = None
+        self._unsubscribe: Callable[[], Awaitable[None]] | None = None
+
+    async def find(self, digest: str) -> Identity | None:
+        """The identity of a managed key that is neither disabled nor expired, or None."""
+        now = self._clock()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            record = hit[1]
+        else:
+            try:
+                record = await self.repository.find(digest)
+            except Exception as exc:
+                _log.warning("managed keys: lookup failed: %s", type(exc).__name__)
+                raise StoreUnavailable(
+                    "client keys cannot be checked: the database is down"
+                ) from None
+            if len(self._cache) >= self.MAX_CACHED:
+                self._cache.clear()
+            self._cache[digest] = (now + self._ttl, record)
+        if record is None or record.disabled or record.expired():
+            return None
+        policy = record.policy if record.policy != KeyPolicy() else None
+        return Identity(record.id, record.name, record.user, policy=policy)
+
+    async def any(self) -> bool:
+        """True when the database holds a usable managed key (cached like lookups)."""
+        now = self._clock()
+        if self._any is None or self._any[0] <= now:
+            try:
+                count = await self.repository.count_usable()
+            except Exception as exc:
+                _log.warning("managed keys: lookup failed: %s", type(exc).__name__)
+                raise StoreUnavailable(
+                    "client keys cannot be checked: the database is down"
+                ) from None
+            self._any = (now + self._ttl, count > 0)
+        return self._any[1]
+
+    def forget(self) -> None:
+        """Drop everything cached (a key changed)."""
+        self._cache.clear()
+        self._any = None
+
+    async def changed(self) -> None:
+        """A key was created, disabled or rotated here: forget, and tell every instance."""
+        self.forget()
+        try:
+            await self._state.publish(KEYS_CHANNEL, b"changed")
+        except Exception as exc:  # the others forget within `ttl` seconds anyway
+            _log.warning("could not announce a managed key change: %s", exc)
+
+    async def listen(self) -> None:
+        """Forget the cache whenever another instance announces a change."""
+
+        def on_message(_message: bytes) -> None:
+            self.forget()
+
+        self._unsubscribe = await self._state.subscribe(KEYS_CHANNEL, on_message)
+
+    async def aclose(self) -> None:
+        """Stop listening."""
+        if self._unsubscribe is not None:
+            with contextlib.suppress(Exception):
+                await self._unsubscribe()
+            self._unsubscribe = None
+
+
+class Keys:
+    """Every key the gateway knows: the config's, then the database's managed keys."""
+
+    __slots__ = ("managed", "static")
+
+    def __init__(self, static: StaticKeys, managed: ManagedKeys | None = None):
+        self.static = static
+        self.managed = managed
+
+    async def has_client_keys(self) -> bool:
+        """True when any client key exists (config or database): requests need one."""
+        if self.static.has_client_keys:
+            return True
+        return self.managed is not None and await self.managed.any()
+
+    @property
+    def has_admin_keys(self) -> bool:
+        """True when the config lists admin keys."""
+        return self.static.has_admin_keys
+
+    async def find(self, digest: str) -> Identity | None:
+        """A client key by hash: the config's, else a usable managed key."""
+        found = await self.static.find(digest)
+        if found is None and self.managed is not None:
+            found = await self.managed.find(digest)
+        return found
+
+    def admin(self, digest: str) -> Identity | None:
+        """An admin key of the config, by hash."""
+        return self.static.admin(digest)

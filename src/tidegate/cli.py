@@ -1,16 +1,18 @@
 """The `tidegate` command: `serve` runs the gateway, `check` validates a configuration, `ask`
 asks a running gateway from the terminal (terminal.py), `try` sends one request and shows each
-stage (trial.py), `keys` manages per-user upstream keys (upstream_keys.py)."""
+stage (trial.py), `keys` manages managed client keys (store_commands.py) and per-user upstream
+keys (upstream_keys.py), `db` the database schema, `usage` sums the usage ledger."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import socket
 import sys
 from collections.abc import Sequence
 
-from tidegate import __version__, terminal, trial, upstream_keys
+from tidegate import __version__, store_commands, terminal, trial, upstream_keys
 from tidegate.config import load_config, mask, mask_url, read_environment
 from tidegate.errors import ConfigError
 from tidegate.settings import Config, HttpDeploymentSettings
@@ -56,7 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     keys = commands.add_parser("keys", help="manage keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    store_commands.add_key_commands(key_commands, _config_arguments)
     upstream_keys.add_commands(key_commands, _config_arguments)
+
+    db = commands.add_parser("db", help="the database of managed keys and usage")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    store_commands.add_db_commands(db_commands, _config_arguments)
+
+    usage = commands.add_parser("usage", help="the usage ledger, summed (a table)")
+    _config_arguments(usage)
+    store_commands.add_usage_arguments(usage)
 
     args = parser.parse_args(argv)
     if args.command == "ask":
@@ -64,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return terminal.run(args, read_environment(None))
     if args.command == "keys" and upstream_keys.handles(args):
         return upstream_keys.run(
+            args, lambda: load_config(args.config, read_environment(args.env_file))
+        )
+    if args.command in ("db", "usage") or (
+        args.command == "keys" and store_commands.handles_keys(args)
+    ):
+        return store_commands.run(
             args, lambda: load_config(args.config, read_environment(args.env_file))
         )
     try:
@@ -115,6 +132,7 @@ def describe(config: Config) -> str:
         lines.append(f"admin keys: {admin}")
     else:
         lines.append("admin keys: none (/admin/ " + ("closed)" if keys else "open)"))
+    lines.append(f"database: {mask_url(config.database or 'sqlite:///tidegate.db')}")
     lim = config.limits
     lines.append(
         f"limits: body {lim.max_body_bytes} bytes in {lim.body_timeout:g}s, "
@@ -135,10 +153,20 @@ def _is_loopback(host: str) -> bool:
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
-    if not _is_loopback(args.host) and not config.auth.api_keys and not args.allow_unauthenticated:
+    problem, managed = asyncio.run(store_commands.check_for_serve(config))
+    if problem is not None:
+        print(f"tidegate: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if (
+        not _is_loopback(args.host)
+        and not config.auth.api_keys
+        and not managed
+        and not args.allow_unauthenticated
+    ):
         print(
             f"tidegate: refusing to serve {args.host} without client keys: set auth.api_keys "
-            "in the config (or TIDEGATE_API_KEY), or pass --allow-unauthenticated",
+            "in the config (or TIDEGATE_API_KEY), create one with `tidegate keys create`, or "
+            "pass --allow-unauthenticated",
             file=sys.stderr,
         )
         return EXIT_CONFIG

@@ -25,6 +25,7 @@ GatewayError                          status  code
 │   ├── UpstreamAuthFailed            502     upstream_auth_failed (a descriptor's auth step)
 │   └── UpstreamUnavailable           503     upstream_unavailable (every deployment cooling down)
 ├── ShuttingDown                      503     shutting_down (open at the end of the grace period)
+├── StoreUnavailable                  503     store_unavailable (the key database cannot be read)
 ├── StreamCancelled                   409     cancelled (a cancel request stopped the stream)
 ├── InternalError                     500     internal_error
 └── ConfigError                       start-up only: names the field and the fix
@@ -267,6 +268,13 @@ class ShuttingDown(GatewayError):
 
     status = 503
     code = "shutting_down"
+
+
+class StoreUnavailable(GatewayError):
+    """The database of managed keys cannot be read, so a key cannot be checked."""
+
+    status = 503
+    code = "store_unavailable"
 
 
 class StreamCancelled(GatewayError):

@@ -118,6 +118,7 @@ async def relay_stream(
         await services.streams.end(running, keep=config.streams.retention if log else 0)
         keepalive.cancel()
         ctx.usage = state.usage
+        ctx.estimated_output = state.estimated_output_tokens()
         ctx.finish_reason = state.finish_reason
         if state.error is not None:
             ctx.error_code = state.error.code
@@ -188,6 +189,8 @@ async def _forward(
     first = b"".join(opened.pending) if passthrough else encoder.encode(opened.events)
     # Nothing of the request or the first read needs to live as long as the stream.
     opened.pending, opened.events = [], []
+    if passthrough:
+        state.events_out += _events_in(first)
     if filt is not None:
         first = filt.feed(first)
     first = redactor.feed(first)
@@ -348,6 +351,7 @@ async def _pump(
         if events:
             state.observe(events)
         if passthrough:
+            state.events_out += _events_in(chunk)
             if state.error is not None:
                 state.error_forwarded = True  # the upstream's own error event goes out as it came
             if filt is not None:
@@ -358,6 +362,12 @@ async def _pump(
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         elif events:
             await _send_body(send, redact(encoder.encode(events)))
+
+
+def _events_in(chunk: bytes) -> int:
+    """About how many upstream events `chunk` holds (SSE `data:` lines, else NDJSON lines):
+    an estimate of generated tokens for a stream whose usage never comes."""
+    return chunk.count(b"data:") or chunk.count(b"\n")
 
 
 def _own_cancellation(attempt: Attempt, running: RunningStream) -> GatewayError | None:

@@ -212,6 +212,9 @@ class AuthConfig(Frozen):
 
     api_keys: tuple[SecretStr | ClientKey, ...] = ()
     admin_keys: tuple[SecretStr, ...] = ()
+    #: Seconds a managed key lookup (found or not) is remembered in the process; a change made
+    #: elsewhere without a shared state (`state: memory`) is seen after at most this long.
+    managed_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
 
 class LimitsConfig(Frozen):
@@ -344,6 +347,20 @@ class MetricsConfig(Frozen):
     public: bool = False
 
 
+class LedgerConfig(Frozen):
+    """The usage ledger: how often rows are written, instances heartbeat, and the reaper runs."""
+
+    #: Seconds between two writes of the queued rows (or sooner, at `flush_rows` rows).
+    flush_seconds: PositiveFloat = 0.5
+    flush_rows: PositiveInt = 500
+    #: Seconds between two heartbeats of this instance.
+    heartbeat_seconds: PositiveFloat = 5.0
+    #: An instance silent this long is gone: its `pending` rows become `interrupted`.
+    stale_seconds: PositiveFloat = 30.0
+    #: Seconds between two runs of the reaper (also run at start-up).
+    reap_seconds: PositiveFloat = 15.0
+
+
 class Config(Frozen):
     """The validated configuration of one gateway process."""
 
@@ -370,6 +387,10 @@ class Config(Frozen):
     prices: dict[str, Price] = Field(default_factory=dict)
     #: Where shared state lives: `memory` (this process) or a `redis://` URL (all instances).
     state: str = "memory"
+    #: The database of managed keys and the usage ledger: unset for `./tidegate.db` (SQLite,
+    #: relative to the working directory), `sqlite:///path.db`, or `postgresql://...`.
+    database: str | None = None
+    ledger: LedgerConfig = LedgerConfig()
     source: str = "built-in"
 
     @field_validator("convertors")
@@ -387,6 +408,21 @@ class Config(Frozen):
     def _known_state(cls, v: str) -> str:
         if v != "memory" and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"{v!r} is neither memory nor a redis:// URL")
+        return v
+
+    @field_validator("database")
+    @classmethod
+    def _known_database(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(
+            (
+                "sqlite://",
+                "sqlite+aiosqlite://",
+                "postgresql://",
+                "postgres://",
+                "postgresql+asyncpg://",
+            )
+        ):
+            raise ValueError("use a sqlite:///path.db or a postgresql:// URL")
         return v
 
     def model_names(self) -> list[str]:
@@ -412,4 +448,8 @@ class Config(Frozen):
         values += [v for d in self.providers for v in d.secrets()]
         if self.secret_key is not None:
             values.append(self.secret_key.get_secret_value())
+        if self.database is not None:
+            password = urlsplit(self.database).password
+            if password:
+                values.append(password)
         return [v for v in values if len(v) >= 4]

@@ -7,6 +7,7 @@ Adding an API: write its module (a `ChatEndpoint` and `chat_routes(...)` for a c
 from __future__ import annotations
 
 from tidegate.endpoints import (
+    admin,
     anthropic_messages,
     dashboard,
     gemini,
@@ -33,6 +34,7 @@ MODULES = (
     playground,
     dashboard,
     metrics,
+    admin,
 )
 
 

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable
 
 from tidegate.asgi import Request, Send, send_bytes
+from tidegate.auth import check_model
 from tidegate.context import RequestContext
 from tidegate.endpoints.base import ChatCall, ChatEndpoint, Route
 from tidegate.events import ChatRequest
@@ -40,9 +41,12 @@ def chat_routes(endpoint: ChatEndpoint, *paths: tuple[str, str]) -> list[Route]:
 def serve_chat(
     services: Services, ctx: RequestContext, call: ChatCall, send: Send
 ) -> Awaitable[None]:
-    """The coroutine serving one chat request (an unknown model is a 404 before anything)."""
+    """The coroutine serving one chat request (an unknown model is a 404 before anything, a
+    model the key may not use a 403); its ledger row begins here."""
     services.router.group(call.model)
+    check_model(ctx.identity, call.model)
     ctx.model, ctx.stream = call.model, call.stream
+    services.ledger_begin(ctx)
     translated: list[ChatRequest] = []
 
     def prepare(provider: Provider) -> tuple[UpstreamCall, bool]:

@@ -86,6 +86,7 @@ async def run_native(services: Services, ctx: RequestContext, request: Request, 
     if not isinstance(stream, bool) or not isinstance(resumable, bool):
         raise InvalidRequest("'stream' and 'resumable' must be true or false")
     ctx.model, ctx.stream, ctx.resumable = f"workflow:{workflow.name}", stream, resumable
+    services.ledger_begin(ctx)
     run_id = new_run_id()
     events = WorkflowRunner(services).run(ctx, workflow, question, run_id)
     if not stream:
@@ -103,6 +104,7 @@ async def run_seed(services: Services, ctx: RequestContext, request: Request, se
     question = _text(request.json_object(), "message", "Message is required")
     workflow = _workflow(services, services.config.workflow_query.workflow)
     ctx.model, ctx.stream = f"workflow:{workflow.name}", True
+    services.ledger_begin(ctx)
     run_id = new_run_id()
     events = WorkflowRunner(services).run(ctx, workflow, question, run_id)
     await _serve(services, ctx, send, events, protocol.SeedEncoder(), run_id)
@@ -115,6 +117,7 @@ async def run_seed_sync(
     question = _text(request.json_object(), "message", "Message is required")
     workflow = _workflow(services, services.config.workflow_query.workflow)
     ctx.model = f"workflow:{workflow.name}"
+    services.ledger_begin(ctx)
     run_id = new_run_id()
     events = [e async for e in WorkflowRunner(services).run(ctx, workflow, question, run_id)]
     answer = protocol.run_to_json(events, workflow.name)

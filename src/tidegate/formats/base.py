@@ -21,8 +21,11 @@ from tidegate.events import (
     Completion,
     Event,
     Finish,
+    ReasoningDelta,
     Sources,
     StreamError,
+    TextDelta,
+    ToolCallDelta,
     UsageUpdate,
 )
 from tidegate.sse import SSEDecoder, SSEEvent, skip_plain_events
@@ -159,11 +162,13 @@ class StreamState:
     __slots__ = (
         "error",
         "error_forwarded",
+        "events_out",
         "finish_reason",
         "last_sent",
         "passthrough",
         "skipped",
         "sources",
+        "text_chars",
         "usage",
     )
 
@@ -176,6 +181,15 @@ class StreamState:
         self.sources: list[dict[str, Any]] = []
         self.error: GatewayError | None = None
         self.error_forwarded = False
+        #: For an estimate when no usage arrives: generated characters seen as events, and
+        #: (pass-through) upstream events forwarded, about one token each.
+        self.text_chars = 0
+        self.events_out = 0
+
+    def estimated_output_tokens(self) -> int:
+        """A cheap estimate of the tokens generated so far (when the upstream reported none):
+        characters / 4 of the text seen, or one token per forwarded upstream event."""
+        return max(self.text_chars // 4 + (1 if self.text_chars % 4 else 0), self.events_out)
 
     def observe(self, events: list[Event]) -> None:
         """Record the events that matter to the outcome."""
@@ -184,6 +198,10 @@ class StreamState:
                 self.usage = event.usage
             elif isinstance(event, Finish):
                 self.finish_reason = event.reason
+            elif isinstance(event, TextDelta | ReasoningDelta):
+                self.text_chars += len(event.text)
+            elif isinstance(event, ToolCallDelta):
+                self.text_chars += len(event.arguments) + len(event.name or "")
             elif isinstance(event, Sources):
                 self.sources = event.items
             elif isinstance(event, StreamError) and self.error is None:

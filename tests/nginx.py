@@ -1,0 +1,84 @@
+"""Debian's nginx as a load balancer in front of gateway processes, for the scale-out tests:
+the repository's `deploy/nginx.conf` with the instances' ports filled in, run under a
+temporary prefix in the foreground, stopped by its PID."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+SAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
+
+needs_nginx = pytest.mark.skipif(
+    not Path(NGINX).exists(),
+    reason="nginx not found (apt-get install nginx); the scale-out tests behind nginx skipped",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Nginx:
+    """nginx balancing `ports` with the sample config; `url` is its address."""
+
+    def __init__(self, ports: list[int], prefix: Path):
+        server_block = SAMPLE.read_text()
+        servers = "".join(f"    server 127.0.0.1:{p} max_fails=0;\n" for p in ports)
+        server_block = re.sub(r"(    server 127\.0\.0\.1:\d+ max_fails=0;\n)+", servers, server_block)
+        self.port = _free_port()
+        server_block = server_block.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")
+        (prefix / "logs").mkdir(parents=True, exist_ok=True)
+        conf = prefix / "nginx.conf"
+        conf.write_text(
+            "worker_processes 1;\n"
+            f"pid {prefix}/nginx.pid;\n"
+            "error_log stderr warn;\n"
+            "events { worker_connections 1024; }\n"
+            "http {\n"
+            "  access_log off;\n"
+            f"  client_body_temp_path {prefix}/body;\n"
+            f"  proxy_temp_path {prefix}/proxy;\n"
+            f"  fastcgi_temp_path {prefix}/fastcgi;\n"
+            f"  uwsgi_temp_path {prefix}/uwsgi;\n"
+            f"  scgi_temp_path {prefix}/scgi;\n"
+            f"{server_block}\n"
+            "}\n"
+        )
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"nginx did not start: {self.proc.stderr}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop nginx (its master by PID; the workers follow)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
