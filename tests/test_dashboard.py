@@ -132,12 +132,16 @@ def _console_problem(message: Any, problems: list[str]) -> None:
         problems.append(message.text)
 
 
-def _cells(page: Any, table: str) -> dict[str, list[str]]:
-    rows = page.eval_on_selector_all(
+def _rows(page: Any, table: str) -> list[list[str]]:
+    rows: list[list[str]] = page.eval_on_selector_all(
         f"#{table} tbody tr",
         "rows => rows.map(r => [...r.cells].map(c => c.textContent))",
     )
-    return {row[0]: row[1:] for row in rows}
+    return rows
+
+
+def _cells(page: Any, table: str) -> dict[str, list[str]]:
+    return {row[0]: row[1:] for row in _rows(page, table)}
 
 
 def test_the_dashboard_charts_and_tables_the_ledger(
@@ -157,9 +161,7 @@ def test_the_dashboard_charts_and_tables_the_ledger(
         assert page.text_content("#total-requests") == "\u2013"  # the page's dash: no figure
         page.fill("#key", ADMIN_KEY)
         page.click("#key-form button[type=submit]")
-        page.wait_for_function(
-            "document.querySelector('#total-requests').textContent === '5'", timeout=10_000
-        )
+        page.wait_for_selector("#total-requests:text-is('5')", timeout=10_000)
         assert page.text_content("#total-error-rate") == "20.0%"
 
         series = set(
@@ -186,8 +188,15 @@ def test_the_dashboard_charts_and_tables_the_ledger(
         deployments = _cells(page, "deployments-table")
         assert set(deployments) == {"demo", "broken"}
         assert deployments["demo"][2] == "healthy"
-        recent = page.eval_on_selector_all("#recent-table tbody tr", "rows => rows.length")
-        assert recent == 5
+        recent = _rows(page, "recent-table")
+        assert len(recent) == 5
+        assert sorted(row[1] for row in recent) == [
+            "team-a",
+            "team-a",
+            "team-a",
+            "team-b",
+            "team-b",
+        ]
         statuses = page.eval_on_selector_all(
             "#recent-table tbody td[class^=status-]", "cs => cs.map(c => c.textContent)"
         )

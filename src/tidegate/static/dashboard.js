@@ -143,11 +143,11 @@
       String(d.trips), d.cooldown_remaining_s ? `${d.cooldown_remaining_s.toFixed(1)} s` : "–",
     ]);
     table($("recent-table"), data.recent, (r) => [
-      (r.started_at || "").replace("T", " ").slice(0, 19), r.key || "–", r.endpoint || "–", r.model || "–",
+      (r.started_at || "").replace("T", " ").slice(0, 19), r.key_name || r.key_id || "–", r.endpoint || "–", r.model || "–",
       { text: r.status, cls: `status-${r.status}` },
       r.input_tokens == null ? "–" : integer.format(r.input_tokens),
       r.output_tokens == null ? "–" : `${integer.format(r.output_tokens)}${r.estimated ? "*" : ""}`,
-      money(r.cost || 0), r.duration_ms == null ? "–" : integer.format(r.duration_ms),
+      money(r.cost || 0), r.duration_ms == null ? "–" : integer.format(Math.round(r.duration_ms)),
     ]);
   }
 
