@@ -14,6 +14,7 @@ from tidegate import __version__
 from tidegate.auth import StaticKeys
 from tidegate.clock import SYSTEM_CLOCK, Clock
 from tidegate.deployments import Router
+from tidegate.limits import Limits
 from tidegate.loopwatch import LoopLag
 from tidegate.providers.credentials import ProviderRuntime
 from tidegate.providers.http import AiohttpClient, UpstreamClient
@@ -31,6 +32,7 @@ class Services:
         "clock",
         "config",
         "keys",
+        "limits",
         "loop_lag",
         "redactor",
         "router",
@@ -62,6 +64,8 @@ class Services:
         #: Per-user upstream keys and auth tokens, lent to every provider.
         self.runtime = ProviderRuntime(self.state, secret_key=secret, wall=wall)
         self.router.bind(self.runtime)
+        #: Client keys' limits (rpm, tpm, streams, budget), counted in the state.
+        self.limits = Limits(self.state, config.prices, wall)
         #: The streams this process is serving (stop one, or all at shutdown).
         self.streams = StreamRegistry(self.state)
         #: The one pooled upstream client, open between the app's start-up and shutdown.
