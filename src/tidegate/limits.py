@@ -238,7 +238,7 @@ class Lease:
             if money and self.spend_key is not None:
                 await state.incr_float(self.spend_key, money)
         except Exception as exc:
-            log.warning("key %r: could not charge its usage: %s", self.label, exc)
+            log.warning("key %r: could not charge its usage: %s", self.label, type(exc).__name__)
 
     def _renew(self) -> None:
         self._renewal = asyncio.get_running_loop().call_later(SLOT_TTL / 3, self._renew)
@@ -275,5 +275,7 @@ class Lease:
                 await self._limits._state.slot_release(self.slots_key, self.holder)
             except Exception as exc:
                 log.warning(
-                    "key %r: could not release its stream slot (it expires): %s", self.label, exc
+                    "key %r: could not release its stream slot (it expires): %s",
+                    self.label,
+                    type(exc).__name__,
                 )
