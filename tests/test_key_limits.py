@@ -376,3 +376,24 @@ def test_keys_without_a_policy_take_no_lease() -> None:
             assert all(i.policy is None for i in gw.services.keys._clients.values())
 
     run(test)
+
+
+def test_workflow_runs_are_limited_and_their_steps_charged() -> None:
+    async def test() -> None:
+        upstream = ScriptedUpstream()
+        upstream.on("up.test", ok)
+        cfg = config(budget=3.0, period="month", max_streams=1, models=["m"])
+        step = {"name": "one", "kind": "llm", "model": "m", "prompt": "{input}"}
+        other = {"name": "two", "kind": "llm", "model": "other", "prompt": "{input}"}
+        cfg["workflows"] = [{"name": "w", "steps": [step]}, {"name": "x", "steps": [step, other]}]
+        async with Driver(cfg, upstream=upstream, clock=ManualClock(T0)) as gw:
+            forbidden = await gw.post("/v1/workflows/x", {"input": "q", "stream": False}, AUTH)
+            assert forbidden.status == 403 and b"'other'" in forbidden.body
+            for _ in range(2):  # each run's llm step costs 2.0 (1 + 1 tokens at 1.0)
+                done = await gw.post("/v1/workflows/w", {"input": "q"}, AUTH)
+                assert done.status == 200 and b"completed" in done.body
+            refused = await gw.post("/v1/workflows/w", {"input": "q"}, AUTH)
+            assert refused.status == 429 and b"over its budget of 3.00 per month" in refused.body
+            assert refused.headers["retry-after"] == str(86400 - 3600)  # 2026-12-01T00:00Z
+
+    run(test)

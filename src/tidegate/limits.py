@@ -95,10 +95,14 @@ class Limits:
                 f"key {identity.label!r} may not use model {model!r}; its models: {allowed}"
             )
 
-    async def admit(self, identity: Identity, policy: KeyPolicy, model: str) -> Lease:
+    async def admit(
+        self, identity: Identity, policy: KeyPolicy, model: str, *, check_model: bool = True
+    ) -> Lease:
         """Admit one request of `identity` for `model`, or raise 403/429. The lease must be
-        ended (`Lease.end`) whatever happens next."""
-        self.check_model(identity, policy, model)
+        ended (`Lease.end`) whatever happens next. (`check_model=False`: the caller checked
+        the models itself — a workflow's steps.)"""
+        if check_model:
+            self.check_model(identity, policy, model)
         state, now, label = self._state, self._wall(), identity.label
         base = _PREFIX + identity.key_id + ":"
         spend_key = None
@@ -217,6 +221,20 @@ class Lease:
         if self._input + output - self._charged_tokens >= CHARGE_EVERY:
             self._charge(Usage(input_tokens=self._input, output_tokens=output))
 
+    def charge_step(self, usage: Usage, model: str, deployment: str | None) -> None:
+        """Charge a finished part of the request on its own (a workflow's llm step: its
+        usage at its model's price)."""
+        tokens = usage.input_tokens + usage.output_tokens
+        money = cost(price_for(self._limits._prices, model, deployment), usage)
+        self._spawn(tokens, money)
+
+    def _spawn(self, tokens: int, money: float) -> None:
+        if not (tokens and self.tpm_key) and not (money and self.spend_key):
+            return
+        task = asyncio.get_running_loop().create_task(self._write(tokens, money))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     def _charge(self, usage: Usage, deployment: str | None = None) -> None:
         """Charge the difference between `usage` and what was charged (a task)."""
         limits = self._limits
@@ -224,11 +242,7 @@ class Lease:
         money = cost(price_for(limits._prices, self.model, deployment), usage)
         delta_tokens, self._charged_tokens = tokens - self._charged_tokens, tokens
         delta_money, self._charged_cost = money - self._charged_cost, money
-        if not (delta_tokens and self.tpm_key) and not (delta_money and self.spend_key):
-            return
-        task = asyncio.get_running_loop().create_task(self._write(delta_tokens, delta_money))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._spawn(delta_tokens, delta_money)
 
     async def _write(self, tokens: int, money: float) -> None:
         state = self._limits._state
@@ -254,12 +268,14 @@ class Lease:
             await limits._state.slot_acquire(key, self.holder, 1 << 30, SLOT_TTL, limits._wall())
 
     async def end(self, usage: Usage | None, deployment: str | None) -> None:
-        """The request is over: charge the rest (the final usage, or what was estimated)
-        and release the slot. Runs to its end even if the request's task is cancelled again."""
+        """The request is over: charge the rest (the final usage, or what was estimated;
+        nothing when neither is known) and release the slot. Runs to its end even if the
+        request's task is cancelled again."""
         if self._task is None:
             if self._renewal is not None:
                 self._renewal.cancel()
-            if self.charges:
+            seen = self._input or self._output or self._estimated_out
+            if self.charges and (usage is not None or seen):
                 if usage is None:
                     out = max(self._output, self._estimated_out)
                     usage = Usage(input_tokens=self._input, output_tokens=out)
