@@ -12,7 +12,7 @@ import orjson
 
 from tests.inprocess import Driver, ManualClock, Result, ScriptedResponse, ScriptedUpstream, sse
 from tidegate.errors import ShuttingDown
-from tidegate.limits import period_bounds
+from tidegate.limits import SLOT_TTL, period_bounds
 from tidegate.providers.http import UpstreamCall
 
 KEY = "sk-limits-test-0123456789"
@@ -395,5 +395,72 @@ def test_workflow_runs_are_limited_and_their_steps_charged() -> None:
             refused = await gw.post("/v1/workflows/w", {"input": "q"}, AUTH)
             assert refused.status == 429 and b"over its budget of 3.00 per month" in refused.body
             assert refused.headers["retry-after"] == str(86400 - 3600)  # 2026-12-01T00:00Z
+
+    run(test)
+
+
+def _count_state_calls(gw: Driver) -> list[str]:
+    """Record every call of the limits' state operations."""
+    calls: list[str] = []
+    state = gw.services.state
+    for name in ("window_take", "window_add", "slot_acquire", "slot_release", "incr_float"):
+        original = getattr(state, name)
+
+        def counted(*args: Any, _name: str = name, _original: Any = original) -> Any:
+            calls.append(_name)
+            return _original(*args)
+
+        setattr(state, name, counted)
+    return calls
+
+
+def test_a_key_without_a_policy_costs_no_state_operation() -> None:
+    async def test() -> None:
+        async with driver(rpm=5) as gw:
+            calls = _count_state_calls(gw)
+            plain = {"Authorization": "Bearer sk-plain-key-0123456789"}
+            assert (await gw.post("/v1/chat/completions", STREAM, plain)).status == 200
+            assert (await gw.post("/v1/chat/completions", BODY, plain)).status == 200
+            assert calls == []
+            assert (await gw.post("/v1/chat/completions", BODY, AUTH)).status == 200
+            assert calls == ["window_take"]  # rpm only: nothing else is asked of the state
+
+    run(test)
+
+
+def test_money_is_charged_while_the_stream_runs() -> None:
+    async def test() -> None:
+        gated = Gated()
+        async with driver(gated, budget=100.0, period="week") as gw:
+            future = await _start(gw)
+            response = gated.responses[0]
+            response.queue.put_nowait(sse(usage_chunk(150, 0)))  # 150.0 at 1.0 per token
+            await asyncio.sleep(0.01)
+            refused = await gw.post("/v1/chat/completions", BODY, AUTH)
+            assert refused.status == 429
+            # 150 input tokens, and 2 output tokens estimated from the 2 events so far
+            assert "over its budget of 100.00 per week (spent 152.00)" in error_message(refused)
+            # the week ends next Monday, 00:00 UTC: 7 days less the hour since T0's midnight
+            assert refused.headers["retry-after"] == str(7 * 86400 - 3600)
+            response.queue.put_nowait(sse(END, usage_chunk(150, 10), b"[DONE]"))
+            assert (await future).status == 200
+            # set right from the final usage: 160 in all
+            (identity,) = [i for i in gw.services.keys._clients.values() if i.policy is not None]
+            key = f"limit:{identity.key_id}:spend:2026-W49"
+            assert await gw.services.state.incr_float(key, 0.0) == 160.0
+
+    run(test)
+
+
+def test_a_dead_instances_slot_expires() -> None:
+    async def test() -> None:
+        async with driver(max_streams=1) as gw:
+            (identity,) = [i for i in gw.services.keys._clients.values() if i.policy is not None]
+            key = f"limit:{identity.key_id}:streams"
+            # an instance took the slot, then died without releasing it
+            assert await gw.services.state.slot_acquire(key, "dead", 1, SLOT_TTL, T0)
+            assert (await gw.post("/v1/chat/completions", BODY, AUTH)).status == 429
+            gw.clock.advance(SLOT_TTL + 1)
+            assert (await gw.post("/v1/chat/completions", BODY, AUTH)).status == 200
 
     run(test)
