@@ -75,6 +75,16 @@ def _money(amount: float) -> str:
     return f"{amount:.2f}" if amount >= 0.01 else f"{amount:.6f}".rstrip("0").rstrip(".")
 
 
+def counted(policy: KeyPolicy) -> bool:
+    """True when the policy has a limit that is counted (not only `models`)."""
+    return (
+        policy.rpm is not None
+        or policy.tpm is not None
+        or policy.max_streams is not None
+        or policy.budget is not None
+    )
+
+
 class Limits:
     """Enforces client keys' policies on the shared state (one per process, in `Services`)."""
 
@@ -280,6 +290,8 @@ class Lease:
                     out = max(self._output, self._estimated_out)
                     usage = Usage(input_tokens=self._input, output_tokens=out)
                 self._charge(usage, deployment)
+            if not self._pending and self.slots_key is None:
+                return  # nothing to write or release (a models-only policy)
             self._task = asyncio.get_running_loop().create_task(self._finish())
         await asyncio.shield(self._task)
 

@@ -18,6 +18,7 @@ from tidegate.context import RequestContext
 from tidegate.endpoints.base import ChatCall, ChatEndpoint, Route
 from tidegate.events import ChatRequest
 from tidegate.failover import Prepare
+from tidegate.limits import counted
 from tidegate.providers.base import Provider
 from tidegate.providers.http import UpstreamCall
 from tidegate.relay import relay_complete, relay_stream
@@ -49,9 +50,10 @@ def serve_chat(
     if policy is not None:
         assert identity is not None
         services.limits.check_model(identity, policy, call.model)
-        services.router.group(call.model)
-        ctx.model, ctx.stream = call.model, call.stream
-        return _serve_limited(services, ctx, call, send, identity, policy)
+        if counted(policy):
+            services.router.group(call.model)
+            ctx.model, ctx.stream = call.model, call.stream
+            return _serve_limited(services, ctx, call, send, identity, policy)
     services.router.group(call.model)
     ctx.model, ctx.stream = call.model, call.stream
     return _serve(services, ctx, call, send)
