@@ -1,21 +1,34 @@
 """Limits per client key, in-process (the ASGI app, a scripted upstream, a manual clock that is
 also the wall clock): models, requests and tokens per minute with their Retry-After, stream
-slots released on every path, tokens charged while a stream runs, and the budget's bound."""
+slots released on every path, tokens charged while a stream runs, and the budget's bound.
+
+The counting tests run on the process's memory and on Redis (TIDEGATE_TEST_REDIS_URL): the key
+is new in each session, and its Redis keys are deleted after each test."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
+import pytest
+import redis
 
 from tests.inprocess import Driver, ManualClock, Result, ScriptedResponse, ScriptedUpstream, sse
+from tidegate.app import create_app
+from tidegate.auth import key_id
 from tidegate.errors import ShuttingDown
 from tidegate.limits import SLOT_TTL, period_bounds
 from tidegate.providers.http import UpstreamCall
+from tidegate.services import Services
+from tidegate.state import open_state
 
-KEY = "sk-limits-test-0123456789"
+KEY = "sk-limits-" + secrets.token_hex(10)  # new each session: its own Redis keys
+REDIS_URL = os.environ.get("TIDEGATE_TEST_REDIS_URL")
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CHUNK = {"id": "c", "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
 END = {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
@@ -100,18 +113,63 @@ def config(**policy: Any) -> dict[str, Any]:
     }
 
 
-def driver(upstream_script: Any = ok, **policy: Any) -> Driver:
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param(
+            "redis",
+            marks=[
+                pytest.mark.redis,
+                pytest.mark.skipif(
+                    not REDIS_URL, reason="TIDEGATE_TEST_REDIS_URL is not set (no Redis here)"
+                ),
+            ],
+        ),
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The state the counters are in: memory, or Redis (the key's keys deleted after)."""
+    if request.param == "memory":
+        yield "memory"
+        return
+    assert REDIS_URL is not None
+    yield REDIS_URL
+    r = redis.Redis.from_url(REDIS_URL)
+    try:
+        found = list(r.scan_iter(f"tidegate:*{key_id(KEY.encode())}*", count=1000))
+        if found:
+            r.delete(*found)
+    finally:
+        r.close()
+
+
+def driver(upstream_script: Any = ok, backend: str = "memory", **policy: Any) -> Driver:
     upstream = ScriptedUpstream()
     upstream.on("up.test", upstream_script)
-    return Driver(config(**policy), upstream=upstream, clock=ManualClock(T0))
+    gw = Driver(config(**policy), upstream=upstream, clock=ManualClock(T0))
+    if backend != "memory":
+        gw.services = Services(
+            gw.config,
+            clock=gw.clock,
+            state=open_state(backend),
+            client=upstream,
+            wall=gw.clock.now,
+        )
+        gw.app = create_app(gw.config, gw.services)
+    return gw
 
 
 async def until(check: Callable[[], bool], what: str) -> None:
-    for _ in range(2000):
-        if check():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"timed out waiting for {what}")
+    deadline = time.monotonic() + 5
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)
+
+
+async def settle() -> None:
+    """Let the charges written by tasks arrive (a Redis round trip)."""
+    await asyncio.sleep(0.05)
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
@@ -139,9 +197,9 @@ def test_a_model_outside_the_keys_list_is_a_403_naming_it() -> None:
     run(test)
 
 
-def test_rpm_refuses_with_retry_after_until_the_window_slides() -> None:
+def test_rpm_refuses_with_retry_after_until_the_window_slides(backend: str) -> None:
     async def test() -> None:
-        async with driver(rpm=3) as gw:
+        async with driver(backend=backend, rpm=3) as gw:
             for _ in range(3):
                 assert (await gw.post("/v1/chat/completions", BODY, AUTH)).status == 200
             refused = await gw.post("/v1/chat/completions", BODY, AUTH)
@@ -189,14 +247,14 @@ def test_429_in_each_endpoints_own_format() -> None:
     run(test)
 
 
-def test_a_stream_slot_is_held_until_the_stream_ends_not_the_first_byte() -> None:
+def test_a_stream_slot_is_held_until_the_stream_ends_not_the_first_byte(backend: str) -> None:
     async def test() -> None:
         gated = Gated()
-        async with driver(gated, max_streams=1) as gw:
+        async with driver(gated, backend, max_streams=1) as gw:
             first = asyncio.ensure_future(gw.post("/v1/chat/completions", STREAM, AUTH))
             await until(lambda: len(gated.responses) == 1, "the first stream")
             await until(lambda: gw.services.streams.__len__() == 1, "the stream to run")
-            await asyncio.sleep(0.01)  # the first bytes are out: the slot is still held
+            await settle()  # the first bytes are out: the slot is still held
             refused = await gw.post("/v1/chat/completions", STREAM, AUTH)
             assert refused.status == 429
             assert error_message(refused) == "key 'ci' is at its limit of 1 concurrent stream(s)"
@@ -208,12 +266,12 @@ def test_a_stream_slot_is_held_until_the_stream_ends_not_the_first_byte() -> Non
     run(test)
 
 
-def _one_slot_path(end: Callable[[Driver], Awaitable[None]]) -> None:
+def _one_slot_path(end: Callable[[Driver], Awaitable[None]], backend: str) -> None:
     """Open a stream with max_streams 1, end it the way `end` does, then a new one is admitted."""
 
     async def test() -> None:
         gated = Gated()
-        async with driver(gated, max_streams=1) as gw:
+        async with driver(gated, backend, max_streams=1) as gw:
             await end(gw)
             gated.responses.clear()
             again = asyncio.ensure_future(gw.post("/v1/chat/completions", STREAM, AUTH))
@@ -232,17 +290,18 @@ async def _start(gw: Driver, **kwargs: Any) -> asyncio.Future[Result]:
     return future
 
 
-def test_the_slot_is_released_when_the_client_disconnects_mid_stream() -> None:
+def test_the_slot_is_released_when_the_client_disconnects_mid_stream(backend: str) -> None:
     async def end(gw: Driver) -> None:
-        future = await _start(gw, disconnect_after=1)
-        await asyncio.wait_for(future, 5)
+        request = gw.request("POST", "/v1/chat/completions", STREAM, AUTH, disconnect_after=1)
+        result = await asyncio.wait_for(request, 5)
+        assert result.status == 200  # it had begun: the client left mid-stream
         assert gw.upstream.responses[-1].closed
         assert len(gw.services.streams) == 0
 
-    _one_slot_path(end)
+    _one_slot_path(end, backend)
 
 
-def test_the_slot_is_released_when_the_upstream_fails_mid_stream() -> None:
+def test_the_slot_is_released_when_the_upstream_fails_mid_stream(backend: str) -> None:
     async def end(gw: Driver) -> None:
         future = await _start(gw)
         response = gw.upstream.responses[-1]
@@ -251,20 +310,20 @@ def test_the_slot_is_released_when_the_upstream_fails_mid_stream() -> None:
         result = await asyncio.wait_for(future, 5)
         assert result.status == 200 and b"error" in result.body
 
-    _one_slot_path(end)
+    _one_slot_path(end, backend)
 
 
-def test_the_slot_is_released_when_the_upstream_refuses() -> None:
+def test_the_slot_is_released_when_the_upstream_refuses(backend: str) -> None:
     async def test() -> None:
         failing = ScriptedResponse(500, [b'{"error": {"message": "boom"}}'], "application/json")
-        async with driver(lambda call: failing, max_streams=1) as gw:
+        async with driver(lambda call: failing, backend, max_streams=1) as gw:
             for _ in range(3):
                 assert (await gw.post("/v1/chat/completions", STREAM, AUTH)).status == 502
 
     run(test)
 
 
-def test_the_slot_is_released_when_the_stream_is_cancelled() -> None:
+def test_the_slot_is_released_when_the_stream_is_cancelled(backend: str) -> None:
     async def end(gw: Driver) -> None:
         future = await _start(gw)
         (stream_id,) = list(gw.services.streams._streams)
@@ -273,39 +332,39 @@ def test_the_slot_is_released_when_the_stream_is_cancelled() -> None:
         result = await asyncio.wait_for(future, 5)
         assert b"cancel" in result.body
 
-    _one_slot_path(end)
+    _one_slot_path(end, backend)
 
 
-def test_the_slot_is_released_at_shutdown() -> None:
+def test_the_slot_is_released_at_shutdown(backend: str) -> None:
     async def end(gw: Driver) -> None:
         future = await _start(gw)
         assert gw.services.streams.stop_all(ShuttingDown("shutting down")) == 1
         result = await asyncio.wait_for(future, 5)
         assert b"shutting" in result.body
 
-    _one_slot_path(end)
+    _one_slot_path(end, backend)
 
 
-def test_the_slot_is_released_when_the_task_is_cancelled() -> None:
+def test_the_slot_is_released_when_the_task_is_cancelled(backend: str) -> None:
     async def end(gw: Driver) -> None:
         future = await _start(gw)
         future.cancel()
         await asyncio.gather(future, return_exceptions=True)
         await until(lambda: len(gw.services.streams) == 0, "the stream to end")
-        await asyncio.sleep(0.01)
+        await settle()
 
-    _one_slot_path(end)
+    _one_slot_path(end, backend)
 
 
-def test_tokens_are_charged_while_the_stream_runs() -> None:
+def test_tokens_are_charged_while_the_stream_runs(backend: str) -> None:
     async def test() -> None:
         gated = Gated()
-        async with driver(gated, tpm=100) as gw:
+        async with driver(gated, backend, tpm=100) as gw:
             future = await _start(gw)
             response = gated.responses[0]
             # Anthropic-like: the input is known early; here an OpenAI usage chunk mid-stream
             response.queue.put_nowait(sse(usage_chunk(150, 0)))
-            await asyncio.sleep(0.01)
+            await settle()
             # the stream still runs, and the key is already over its tokens per minute
             refused = await gw.post("/v1/chat/completions", BODY, AUTH)
             assert refused.status == 429
@@ -319,16 +378,16 @@ def test_tokens_are_charged_while_the_stream_runs() -> None:
     run(test)
 
 
-def test_output_tokens_are_estimated_from_events_before_usage_arrives() -> None:
+def test_output_tokens_are_estimated_from_events_before_usage_arrives(backend: str) -> None:
     async def test() -> None:
         gated = Gated()
-        async with driver(gated, tpm=100) as gw:
+        async with driver(gated, backend, tpm=100) as gw:
             future = await _start(gw)
             response = gated.responses[0]
             for _ in range(200):  # charged 64 tokens at a time
                 response.queue.put_nowait(sse(CHUNK))
             await until(lambda: response.queue.empty(), "the chunks to be read")
-            await asyncio.sleep(0.01)
+            await settle()
             assert (await gw.post("/v1/chat/completions", BODY, AUTH)).status == 429
             # the final usage sets the charge right: 2 tokens in all
             response.queue.put_nowait(sse(END, usage_chunk(1, 1), b"[DONE]"))
@@ -338,10 +397,10 @@ def test_output_tokens_are_estimated_from_events_before_usage_arrives() -> None:
     run(test)
 
 
-def test_the_budget_is_overspent_by_at_most_one_request() -> None:
+def test_the_budget_is_overspent_by_at_most_one_request(backend: str) -> None:
     async def test() -> None:
         # each request costs 2.0 (1 input + 1 output token at 1.0 each); the budget is 3.0
-        async with driver(budget=3.0, period="day") as gw:
+        async with driver(backend=backend, budget=3.0, period="day") as gw:
             assert (await gw.post("/v1/chat/completions", BODY, AUTH)).status == 200
             assert (await gw.post("/v1/chat/completions", STREAM, AUTH)).status == 200
             refused = await gw.post("/v1/chat/completions", BODY, AUTH)
@@ -428,14 +487,14 @@ def test_a_key_without_a_policy_costs_no_state_operation() -> None:
     run(test)
 
 
-def test_money_is_charged_while_the_stream_runs() -> None:
+def test_money_is_charged_while_the_stream_runs(backend: str) -> None:
     async def test() -> None:
         gated = Gated()
-        async with driver(gated, budget=100.0, period="week") as gw:
+        async with driver(gated, backend, budget=100.0, period="week") as gw:
             future = await _start(gw)
             response = gated.responses[0]
             response.queue.put_nowait(sse(usage_chunk(150, 0)))  # 150.0 at 1.0 per token
-            await asyncio.sleep(0.01)
+            await settle()
             refused = await gw.post("/v1/chat/completions", BODY, AUTH)
             assert refused.status == 429
             # 150 input tokens, and 2 output tokens estimated from the 2 events so far
@@ -452,9 +511,9 @@ def test_money_is_charged_while_the_stream_runs() -> None:
     run(test)
 
 
-def test_a_dead_instances_slot_expires() -> None:
+def test_a_dead_instances_slot_expires(backend: str) -> None:
     async def test() -> None:
-        async with driver(max_streams=1) as gw:
+        async with driver(backend=backend, max_streams=1) as gw:
             (identity,) = [i for i in gw.services.keys._clients.values() if i.policy is not None]
             key = f"limit:{identity.key_id}:streams"
             # an instance took the slot, then died without releasing it
