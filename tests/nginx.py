@@ -35,7 +35,9 @@ class Nginx:
     def __init__(self, ports: list[int], prefix: Path):
         server_block = SAMPLE.read_text()
         servers = "".join(f"    server 127.0.0.1:{p} max_fails=0;\n" for p in ports)
-        server_block = re.sub(r"(    server 127\.0\.0\.1:\d+ max_fails=0;\n)+", servers, server_block)
+        server_block = re.sub(
+            r"(    server 127\.0\.0\.1:\d+ max_fails=0;\n)+", servers, server_block
+        )
         self.port = _free_port()
         server_block = server_block.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")
         (prefix / "logs").mkdir(parents=True, exist_ok=True)

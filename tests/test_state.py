@@ -131,3 +131,64 @@ def test_broadcasts_reach_subscribers(state_url: str) -> None:
         await unsubscribe()
 
     run(state_url, test)
+
+
+def test_sliding_windows_take_check_and_say_when(state_url: str) -> None:
+    async def test(state: State, ns: str) -> None:
+        key, t0 = ns + "w", 6000.0  # the start of a fixed 60 s window
+        results = await asyncio.gather(*(state.window_take(key, 1, 5, 60, t0) for _ in range(8)))
+        assert sorted(ok for ok, _ in results) == [False] * 3 + [True] * 5
+        allowed, wait = await state.window_take(key, 1, 5, 60, t0 + 10)
+        # the previous window slides out: 5 * (1 - f) + 1 <= 5 at f = 0.2, 12 s into the next
+        assert not allowed and wait == pytest.approx(62)
+        # 15 s into the next window a quarter of the previous one has slid out: 3.75 + 1 <= 5
+        assert await state.window_take(key, 1, 5, 60, t0 + 75) == (True, 0.0)
+        allowed, wait = await state.window_take(key, 1, 5, 60, t0 + 75)
+        # 3.75 + 1 + 1 > 5: wait until 5 * (1 - f) + 1 + 1 <= 5, f = 0.4, 9 s later
+        assert not allowed and wait == pytest.approx(9)
+        # a check (amount 0) passes under the limit; adds are unconditional
+        assert (await state.window_take(key, 0, 6, 60, t0 + 75))[0]
+        await state.window_add(key, 10, 60, t0 + 75)
+        assert not (await state.window_take(key, 0, 6, 60, t0 + 75))[0]
+        await state.window_add(key, -10, 60, t0 + 75)
+        assert (await state.window_take(key, 0, 6, 60, t0 + 75))[0]
+        # two windows later nothing is left
+        assert await state.window_take(key, 5, 5, 60, t0 + 185) == (True, 0.0)
+
+    run(state_url, test)
+
+
+def test_slots_are_counted_renewed_released_and_expire(state_url: str) -> None:
+    async def test(state: State, ns: str) -> None:
+        key, now = ns + "s", 5000.0
+        results = await asyncio.gather(
+            *(state.slot_acquire(key, f"h{i}", 2, 30, now) for i in range(6))
+        )
+        assert sum(results) == 2
+        holders = [f"h{i}" for i, ok in enumerate(results) if ok]
+        assert await state.slot_acquire(key, holders[0], 2, 30, now + 20)  # renewed
+        assert not await state.slot_acquire(key, "other", 2, 30, now + 20)
+        await state.slot_release(key, holders[1])
+        await state.slot_release(key, "never-held")
+        assert await state.slot_acquire(key, "other", 2, 30, now + 21)
+        assert not await state.slot_acquire(key, "third", 2, 30, now + 21)
+        # holders[0] was renewed until now + 50; "other" holds until now + 51
+        assert await state.slot_acquire(key, "third", 2, 30, now + 50.5)
+        await state.slot_release(key, "other")
+        await state.slot_release(key, "third")
+
+    run(state_url, test)
+
+
+def test_float_counters_add_and_expire(state_url: str) -> None:
+    async def test(state: State, ns: str) -> None:
+        key = ns + "f"
+        assert await state.incr_float(key, 0, ttl=0.3) == 0.0
+        results = await asyncio.gather(*(state.incr_float(key, 0.25, ttl=0.3) for _ in range(8)))
+        assert max(results) == pytest.approx(2.0)
+        assert await state.incr_float(key, -0.5) == pytest.approx(1.5)
+        await asyncio.sleep(0.4)
+        assert await state.incr_float(key, 0.1, ttl=10) == pytest.approx(0.1)
+        await state.delete(key)
+
+    run(state_url, test)

@@ -9,6 +9,7 @@ from typing import Any
 from tidegate.asgi import DisconnectWatcher
 from tidegate.auth import Identity
 from tidegate.events import Usage
+from tidegate.limits import Lease
 from tidegate.providers.http import UpstreamClient
 from tidegate.redact import Redactor
 
@@ -32,6 +33,7 @@ class RequestContext:
         "first_byte_at",
         "headers_out",
         "identity",
+        "lease",
         "ledger_row",
         "model",
         "redactor",
@@ -85,6 +87,8 @@ class RequestContext:
         self.deployment: str | None = None  # the deployment that served the request
         self.tried: str | None = None  # the deployment tried last
         self.identity: Identity | None = None  # the client key's identity (None: no keys)
+        #: What the request holds of its key's limits (None: the key has none).
+        self.lease: Lease | None = None
         self.attempts = 0
         self.skipped = 0  # deployments passed over: cooling down or at their limit
         self.skipped_lines = 0  # unreadable upstream events skipped in the answer

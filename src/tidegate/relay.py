@@ -41,6 +41,7 @@ from tidegate.formats.base import (
     StreamState,
     malformed,
 )
+from tidegate.limits import Lease
 from tidegate.logs import log
 from tidegate.providers.base import Provider
 from tidegate.providers.http import UpstreamCall, upstream_error_from_exception
@@ -184,6 +185,9 @@ async def _forward(
     if not ctx.committed:
         await _commit(ctx, encoder, send)
     state.observe(opened.events)
+    lease = ctx.lease if ctx.lease is not None and ctx.lease.charges else None
+    if lease is not None:
+        lease.observe(opened.events, b"".join(opened.pending))
     passthrough = opened.passthrough
     filt = opened.call.filter if passthrough else None
     first = b"".join(opened.pending) if passthrough else encoder.encode(opened.events)
@@ -200,7 +204,7 @@ async def _forward(
         await send({"type": "http.response.body", "body": first, "more_body": True})
     opened.dog.streaming()
     try:
-        await _pump(opened, encoder, state, send, filt, redactor)
+        await _pump(opened, encoder, state, send, filt, redactor, lease)
     except asyncio.CancelledError:
         own = _own_cancellation(opened, running)
         if own is None:
@@ -305,6 +309,7 @@ async def _pump(
     send: Send,
     filt: PassthroughFilter | None,
     redactor: StreamRedactor,
+    lease: Lease | None,
 ) -> None:
     parser, dog, passthrough = opened.parser, opened.dog, opened.passthrough
     assert parser is not None and opened.response is not None
@@ -327,6 +332,8 @@ async def _pump(
             except PARSE_ERRORS as exc:
                 raise malformed(exc) from None
             state.observe(events)
+            if lease is not None:
+                lease.observe(events)
             if passthrough:
                 rest = redact(filt.flush()) if filt is not None else b""
                 if rest:
@@ -350,6 +357,8 @@ async def _pump(
             raise malformed(exc) from None
         if events:
             state.observe(events)
+        if lease is not None:
+            lease.observe(events, chunk)  # tokens charged as they stream
         if passthrough:
             state.events_out += _events_in(chunk)
             if state.error is not None:

@@ -17,6 +17,7 @@ from tidegate.clock import SYSTEM_CLOCK, Clock
 from tidegate.context import CLIENT_CLOSED, RequestContext
 from tidegate.deployments import Router
 from tidegate.events import Usage
+from tidegate.limits import Limits
 from tidegate.loopwatch import LoopLag
 from tidegate.providers.credentials import ProviderRuntime
 from tidegate.providers.http import AiohttpClient, UpstreamClient
@@ -35,6 +36,7 @@ class Services:
         "clock",
         "config",
         "keys",
+        "limits",
         "loop_lag",
         "redactor",
         "router",
@@ -76,6 +78,8 @@ class Services:
         #: Per-user upstream keys and auth tokens, lent to every provider.
         self.runtime = ProviderRuntime(self.state, secret_key=secret, wall=wall)
         self.router.bind(self.runtime)
+        #: Client keys' limits (rpm, tpm, streams, budget), counted in the state.
+        self.limits = Limits(self.state, config.prices, wall)
         #: The streams this process is serving (stop one, or all at shutdown).
         self.streams = StreamRegistry(self.state)
         #: The one pooled upstream client, open between the app's start-up and shutdown.

@@ -13,15 +13,17 @@ import asyncio
 from collections.abc import Awaitable
 
 from tidegate.asgi import Request, Send, send_bytes
-from tidegate.auth import check_model
+from tidegate.auth import Identity
 from tidegate.context import RequestContext
 from tidegate.endpoints.base import ChatCall, ChatEndpoint, Route
 from tidegate.events import ChatRequest
 from tidegate.failover import Prepare
+from tidegate.limits import counted
 from tidegate.providers.base import Provider
 from tidegate.providers.http import UpstreamCall
 from tidegate.relay import relay_complete, relay_stream
 from tidegate.services import Services
+from tidegate.settings import KeyPolicy
 
 
 def chat_routes(endpoint: ChatEndpoint, *paths: tuple[str, str]) -> list[Route]:
@@ -41,12 +43,41 @@ def chat_routes(endpoint: ChatEndpoint, *paths: tuple[str, str]) -> list[Route]:
 def serve_chat(
     services: Services, ctx: RequestContext, call: ChatCall, send: Send
 ) -> Awaitable[None]:
-    """The coroutine serving one chat request (an unknown model is a 404 before anything, a
-    model the key may not use a 403); its ledger row begins here."""
+    """The coroutine serving one chat request: an unknown model is a 404 before anything; its
+    ledger row begins here; a key with a policy is checked against its models (403) and limits
+    (429) before any upstream is contacted."""
     services.router.group(call.model)
-    check_model(ctx.identity, call.model)
     ctx.model, ctx.stream = call.model, call.stream
     services.ledger_begin(ctx)
+    identity = ctx.identity
+    policy = identity.policy if identity is not None else None
+    if policy is not None:
+        assert identity is not None
+        services.limits.check_model(identity, policy, call.model)
+        if counted(policy):
+            return _serve_limited(services, ctx, call, send, identity, policy)
+    return _serve(services, ctx, call, send)
+
+
+async def _serve_limited(
+    services: Services,
+    ctx: RequestContext,
+    call: ChatCall,
+    send: Send,
+    identity: Identity,
+    policy: KeyPolicy,
+) -> None:
+    """Serve a request of a key with limits: admitted (or 403/429) first, its lease ended
+    however the request ends — success, error, disconnect, cancel, shutdown."""
+    lease = ctx.lease = await services.limits.admit(identity, policy, call.model)
+    try:
+        await _serve(services, ctx, call, send)
+    finally:
+        await lease.end(ctx.usage, ctx.deployment)
+
+
+def _serve(services: Services, ctx: RequestContext, call: ChatCall, send: Send) -> Awaitable[None]:
+    """The coroutine serving one checked chat request."""
     translated: list[ChatRequest] = []
 
     def prepare(provider: Provider) -> tuple[UpstreamCall, bool]:

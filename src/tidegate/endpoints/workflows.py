@@ -25,13 +25,13 @@ import orjson
 
 from tidegate.asgi import Request, Send, send_bytes
 from tidegate.context import RequestContext
-from tidegate.endpoints.base import Route
+from tidegate.endpoints.base import Handler, Route
 from tidegate.errors import InvalidRequest, NotFound
 from tidegate.events import RunEnd, RunError, WorkflowEvent
 from tidegate.formats import workflow as protocol
 from tidegate.relay import stream_headers
 from tidegate.services import Services
-from tidegate.settings import WorkflowConfig
+from tidegate.settings import LLMStep, WorkflowConfig
 from tidegate.streams import DEFAULT_RESUME_GRACE, StreamLog, keep_for_resume
 from tidegate.workflows.runner import WorkflowRunner, new_run_id
 
@@ -50,6 +50,38 @@ def _workflow(services: Services, name: str | None) -> WorkflowConfig:
             return workflow
     known = ", ".join(w.name for w in services.config.workflows) or "none"
     raise WorkflowNotFound(f"unknown workflow {name!r}; configured workflows: {known}")
+
+
+async def _admit(services: Services, ctx: RequestContext, workflow: WorkflowConfig) -> None:
+    """A key with a policy: every llm step's model must be one of its models (403), and the
+    run is admitted like one request (429 over a limit); each step's usage is charged as it
+    ends (workflows/runner.py), the lease ended by `_limited`."""
+    identity = ctx.identity
+    assert identity is not None and identity.policy is not None
+    limits, policy = services.limits, identity.policy
+    for step in workflow.steps:
+        if isinstance(step, LLMStep):
+            limits.check_model(identity, policy, step.model)
+    name = f"workflow:{workflow.name}"
+    ctx.lease = await limits.admit(identity, policy, name, check_model=False)
+
+
+def _limited(handler: Handler) -> Handler:
+    """`handler`, ending the run's lease (if it took one) however it ends."""
+
+    async def handle(services: Services, ctx: RequestContext, request: Request, send: Send) -> None:
+        try:
+            await handler(services, ctx, request, send)
+        finally:
+            if ctx.lease is not None:
+                await ctx.lease.end(None, None)
+
+    handle.__doc__ = handler.__doc__
+    return handle
+
+
+def _has_policy(ctx: RequestContext) -> bool:
+    return ctx.identity is not None and ctx.identity.policy is not None
 
 
 def _text(fields: dict[str, Any], name: str, message: str) -> str:
@@ -87,6 +119,8 @@ async def run_native(services: Services, ctx: RequestContext, request: Request, 
         raise InvalidRequest("'stream' and 'resumable' must be true or false")
     ctx.model, ctx.stream, ctx.resumable = f"workflow:{workflow.name}", stream, resumable
     services.ledger_begin(ctx)
+    if _has_policy(ctx):
+        await _admit(services, ctx, workflow)
     run_id = new_run_id()
     events = WorkflowRunner(services).run(ctx, workflow, question, run_id)
     if not stream:
@@ -105,6 +139,8 @@ async def run_seed(services: Services, ctx: RequestContext, request: Request, se
     workflow = _workflow(services, services.config.workflow_query.workflow)
     ctx.model, ctx.stream = f"workflow:{workflow.name}", True
     services.ledger_begin(ctx)
+    if _has_policy(ctx):
+        await _admit(services, ctx, workflow)
     run_id = new_run_id()
     events = WorkflowRunner(services).run(ctx, workflow, question, run_id)
     await _serve(services, ctx, send, events, protocol.SeedEncoder(), run_id)
@@ -118,6 +154,8 @@ async def run_seed_sync(
     workflow = _workflow(services, services.config.workflow_query.workflow)
     ctx.model = f"workflow:{workflow.name}"
     services.ledger_begin(ctx)
+    if _has_policy(ctx):
+        await _admit(services, ctx, workflow)
     run_id = new_run_id()
     events = [e async for e in WorkflowRunner(services).run(ctx, workflow, question, run_id)]
     answer = protocol.run_to_json(events, workflow.name)
@@ -217,7 +255,7 @@ async def _write(send: Send, frames: bytes) -> None:
 
 ROUTES = [
     Route("GET", "/v1/workflows", list_workflows, protocol.error_body),
-    Route("POST", "/v1/workflows/{name}", run_native, protocol.error_body),
-    Route("POST", "/workflow/query", run_seed, protocol.seed_error_body),
-    Route("POST", "/workflow/query-sync", run_seed_sync, protocol.seed_error_body),
+    Route("POST", "/v1/workflows/{name}", _limited(run_native), protocol.error_body),
+    Route("POST", "/workflow/query", _limited(run_seed), protocol.seed_error_body),
+    Route("POST", "/workflow/query-sync", _limited(run_seed_sync), protocol.seed_error_body),
 ]

@@ -3,7 +3,9 @@ instances, is kept — token caches, counters, session histories, stream buffers
 
 `State` is small on purpose: bytes under keys with a time to live, atomic counters, a lock for
 "one refresh at a time", append-only event logs that readers can follow (resumable streams),
-and a broadcast for signals such as "cancel this stream". `MemoryState` keeps it in the
+a broadcast for signals such as "cancel this stream", and the few atomic operations the
+per-key limits need (`limits.py`): a sliding-window counter, counted slots with a time to live,
+and a float counter for money. `MemoryState` keeps it in the
 process (the embedded default); `RedisState` keeps it in Redis, so that N gateway instances
 share it (`state: redis://host:6379/0` in the config). Features use this interface and never
 talk to Redis directly.
@@ -57,8 +59,62 @@ class State(Protocol):
     async def subscribe(self, channel: str, listener: Listener) -> Callable[[], Awaitable[None]]:
         """Call `listener` with each message on `channel`; returns the unsubscribe function."""
 
+    async def window_take(
+        self, key: str, amount: float, limit: float, window: float, now: float
+    ) -> tuple[bool, float]:
+        """Take `amount` from the sliding-window budget `key` of `limit` per `window` seconds,
+        atomically: allowed when the window's count is under `limit` and stays within it with
+        `amount` (0 only checks). Returns (True, 0.0), or (False, seconds until it would be
+        allowed) and takes nothing. `now` is wall-clock seconds (the caller's clock).
+
+        The window is approximated with two fixed windows: the previous one counts in
+        proportion to how much of it the sliding window still covers (`window_count`)."""
+
+    async def window_add(self, key: str, amount: float, window: float, now: float) -> None:
+        """Add `amount` (negative: give back) to the window `key` unconditionally."""
+
+    async def slot_acquire(self, key: str, holder: str, limit: int, ttl: float, now: float) -> bool:
+        """Hold one of the `limit` slots of `key` as `holder` for `ttl` seconds (from `now`,
+        wall-clock); False when all are held. Acquiring a slot already held renews it; slots
+        not renewed or released expire (an instance that died does not hold them forever)."""
+
+    async def slot_release(self, key: str, holder: str) -> None:
+        """Give back `holder`'s slot of `key` (nothing if it has none)."""
+
+    async def incr_float(self, key: str, amount: float, ttl: float | None = None) -> float:
+        """Add `amount` to the float counter `key` atomically and return the new value (0
+        reads it); a new counter starts at 0 and expires after `ttl` seconds."""
+
     async def aclose(self) -> None:
         """Release connections and background tasks."""
+
+
+def window_count(previous: float, current: float, fraction: float) -> float:
+    """The sliding window's count: the current fixed window's, and the previous one's in
+    proportion to the part of it the sliding window still covers (`fraction` is how far the
+    current fixed window has gone, 0..1)."""
+    return previous * (1.0 - fraction) + current
+
+
+def window_allows(used: float, amount: float, limit: float) -> bool:
+    """Whether `amount` may be taken from a window that counts `used` of `limit`."""
+    return used < limit and used + amount <= limit
+
+
+def window_wait(
+    previous: float, current: float, fraction: float, amount: float, limit: float, window: float
+) -> float:
+    """Seconds until `window_allows` holds for `amount`, if nothing else is taken meanwhile."""
+    room = max(0.0, limit - amount) if amount > 0 else limit * (1.0 - 1e-9)
+    if current <= room and previous > 0:
+        # previous * (1 - f) + current <= room, within this fixed window
+        needed = 1.0 - (room - current) / previous
+        return max(0.0, (needed - fraction) * window)
+    if current <= room:
+        return 0.0
+    # in the next fixed window the current one is the previous: current * (1 - f) <= room
+    needed = 1.0 - room / current if current > 0 else 0.0
+    return (1.0 - fraction) * window + max(0.0, needed) * window
 
 
 def open_state(url: str | None) -> State:
@@ -74,4 +130,11 @@ def open_state(url: str | None) -> State:
     raise ValueError(f"unknown state store {url!r}: use memory or a redis:// URL")
 
 
-__all__ = ["Listener", "State", "open_state"]
+__all__ = [
+    "Listener",
+    "State",
+    "open_state",
+    "window_allows",
+    "window_count",
+    "window_wait",
+]

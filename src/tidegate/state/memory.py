@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from tidegate.state import Listener
+from tidegate.state import Listener, window_allows, window_count, window_wait
 
 _SWEEP_EVERY = 1024  # writes between two sweeps of expired entries
 
@@ -36,6 +36,11 @@ class MemoryState:
         self._locks: dict[str, asyncio.Lock] = {}
         self._logs: dict[str, _Log] = {}
         self._channels: dict[str, list[Listener]] = {}
+        self._floats: dict[str, tuple[float, float | None]] = {}
+        #: Sliding windows: key -> [fixed window number, its count, the previous one's count].
+        self._windows: dict[str, list[float]] = {}
+        #: Slots: key -> holder -> expiry (wall-clock seconds, as the callers give `now`).
+        self._slots: dict[str, dict[str, float]] = {}
         self._writes = 0
 
     def _expiry(self, ttl: float | None) -> float | None:
@@ -48,7 +53,7 @@ class MemoryState:
         self._writes += 1
         if self._writes % _SWEEP_EVERY == 0:
             now = self._clock()
-            for table in (self._values, self._counters):
+            for table in (self._values, self._counters, self._floats):
                 for key in [k for k, (_, exp) in table.items() if exp is not None and exp <= now]:
                     del table[key]
             for key in [k for k, log in self._logs.items() if log.expires and log.expires <= now]:
@@ -70,6 +75,7 @@ class MemoryState:
         """Forget `key`."""
         self._values.pop(key, None)
         self._counters.pop(key, None)
+        self._floats.pop(key, None)
 
     async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         """Add to a counter; a new one expires after `ttl`."""
@@ -150,6 +156,68 @@ class MemoryState:
                 self._channels.pop(channel, None)
 
         return unsubscribe
+
+    def _window(self, key: str, window: float, now: float) -> tuple[list[float], float]:
+        """The window `key` rolled forward to `now`, and how far its fixed window has gone."""
+        number = float(now // window)
+        entry = self._windows.get(key)
+        if entry is None:
+            if len(self._windows) > 4 * _SWEEP_EVERY:
+                self._windows = {
+                    k: w for k, w in self._windows.items() if w[0] >= number - 1 and (w[1] or w[2])
+                }
+            entry = self._windows[key] = [number, 0.0, 0.0]
+        elif entry[0] < number:
+            entry[2] = entry[1] if entry[0] == number - 1 else 0.0
+            entry[0], entry[1] = number, 0.0
+        fraction = 0.0 if entry[0] > number else (now - number * window) / window
+        return entry, fraction
+
+    async def window_take(
+        self, key: str, amount: float, limit: float, window: float, now: float
+    ) -> tuple[bool, float]:
+        """Take `amount` from the sliding window `key` if it fits (see `State.window_take`)."""
+        entry, fraction = self._window(key, window, now)
+        used = window_count(entry[2], entry[1], fraction)
+        if window_allows(used, amount, limit):
+            entry[1] += amount
+            return True, 0.0
+        return False, window_wait(entry[2], entry[1], fraction, amount, limit, window)
+
+    async def window_add(self, key: str, amount: float, window: float, now: float) -> None:
+        """Add `amount` to the window `key`."""
+        entry, _ = self._window(key, window, now)
+        entry[1] += amount
+
+    async def slot_acquire(self, key: str, holder: str, limit: int, ttl: float, now: float) -> bool:
+        """Hold one of `key`'s slots as `holder` (renewed if held), unless all are held."""
+        slots = self._slots.setdefault(key, {})
+        for gone in [h for h, expires in slots.items() if expires <= now]:
+            del slots[gone]
+        if holder in slots or len(slots) < limit:
+            slots[holder] = now + ttl
+            return True
+        return False
+
+    async def slot_release(self, key: str, holder: str) -> None:
+        """Give back `holder`'s slot of `key`."""
+        slots = self._slots.get(key)
+        if slots is not None:
+            slots.pop(holder, None)
+            if not slots:
+                del self._slots[key]
+
+    async def incr_float(self, key: str, amount: float, ttl: float | None = None) -> float:
+        """Add to a float counter; a new one expires after `ttl`."""
+        value, expires = self._floats.get(key, (0.0, None))
+        if not self._alive(expires):
+            value, expires = 0.0, None
+        if expires is None:
+            expires = self._expiry(ttl)
+        value += amount
+        self._floats[key] = (value, expires)
+        self._wrote()
+        return value
 
     async def aclose(self) -> None:
         """Nothing to release."""

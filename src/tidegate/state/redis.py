@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
-from tidegate.state import Listener
+from tidegate.state import Listener, window_wait
 
 _PREFIX = "tidegate:"
 _BLOCK_MS = 1000
@@ -44,6 +44,62 @@ return n
 """
 
 
+# A sliding window as a hash {n: fixed window number, c: its count, p: the previous one's}.
+# KEYS[1] the hash; ARGV[1] amount, ARGV[2] limit (-1: add without a check), ARGV[3] the fixed
+# window number of `now`, ARGV[4] how far it has gone (0..1), ARGV[5] ttl in ms.
+# Returns {allowed, previous, current, fraction} (numbers as strings: Lua numbers are floats).
+_WINDOW = """
+local amount = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local number = tonumber(ARGV[3])
+local fraction = tonumber(ARGV[4])
+local h = redis.call('HMGET', KEYS[1], 'n', 'c', 'p')
+local n = tonumber(h[1])
+local c = tonumber(h[2]) or 0
+local p = tonumber(h[3]) or 0
+if n == nil then
+  n = number
+elseif n < number then
+  if n == number - 1 then p = c else p = 0 end
+  c = 0
+  n = number
+elseif n > number then
+  fraction = 0  -- another instance's clock is a little ahead: its window counts
+end
+local used = p * (1 - fraction) + c
+local allowed = 1
+if limit >= 0 and not (used < limit and used + amount <= limit) then
+  allowed = 0
+else
+  c = c + amount
+end
+redis.call('HSET', KEYS[1], 'n', n, 'c', tostring(c), 'p', tostring(p))
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return {allowed, tostring(p), tostring(c), tostring(fraction)}
+"""
+
+# Slots as a sorted set of holders scored by their expiry. KEYS[1] the set; ARGV[1] holder,
+# ARGV[2] limit, ARGV[3] now, ARGV[4] the holder's expiry, ARGV[5] the set's ttl in ms.
+_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] counter; ARGV[1] amount, ARGV[2] ttl in ms (0: none). New counters get the ttl.
+_INCR_FLOAT = """
+local value = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > 0 and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return value
+"""
+
+
 def _bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
@@ -59,6 +115,9 @@ class RedisState:
         self._redis = aioredis.Redis(connection_pool=pool)
         self._incr = self._redis.register_script(_INCR)
         self._append = self._redis.register_script(_APPEND)
+        self._window = self._redis.register_script(_WINDOW)
+        self._slot = self._redis.register_script(_SLOT)
+        self._incr_float = self._redis.register_script(_INCR_FLOAT)
         self._listeners: dict[str, list[Listener]] = {}
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -173,6 +232,50 @@ class RedisState:
                 result = listener(_bytes(message["data"]))
                 if result is not None:
                     await result
+
+    async def _window_call(
+        self, key: str, amount: float, limit: float, window: float, now: float
+    ) -> tuple[bool, float, float, float]:
+        number = now // window
+        fraction = (now - number * window) / window
+        px = max(1, int(window * 2000))
+        reply: Any = await self._window(
+            keys=[_PREFIX + "window:" + key],
+            args=[repr(float(amount)), repr(float(limit)), int(number), repr(fraction), px],
+        )
+        allowed, previous, current, fraction = reply
+        return bool(int(allowed)), float(previous), float(current), float(fraction)
+
+    async def window_take(
+        self, key: str, amount: float, limit: float, window: float, now: float
+    ) -> tuple[bool, float]:
+        """Take `amount` from the sliding window `key` if it fits, in one script."""
+        allowed, previous, current, fraction = await self._window_call(
+            key, amount, limit, window, now
+        )
+        if allowed:
+            return True, 0.0
+        return False, window_wait(previous, current, fraction, amount, limit, window)
+
+    async def window_add(self, key: str, amount: float, window: float, now: float) -> None:
+        """Add `amount` to the window `key`."""
+        await self._window_call(key, amount, -1.0, window, now)
+
+    async def slot_acquire(self, key: str, holder: str, limit: int, ttl: float, now: float) -> bool:
+        """Hold one of `key`'s slots as `holder` (renewed if held), in one script."""
+        px = max(1, int(ttl * 1000))
+        args: list[str | int] = [holder, limit, repr(float(now)), repr(float(now + ttl)), px]
+        return bool(int(await self._slot(keys=[_PREFIX + "slots:" + key], args=args)))
+
+    async def slot_release(self, key: str, holder: str) -> None:
+        """Give back `holder`'s slot of `key`."""
+        await self._redis.zrem(_PREFIX + "slots:" + key, holder)
+
+    async def incr_float(self, key: str, amount: float, ttl: float | None = None) -> float:
+        """Add to a float counter atomically; a new one expires after `ttl`."""
+        px = max(1, int(ttl * 1000)) if ttl is not None else 0
+        value: Any = await self._incr_float(keys=[_PREFIX + key], args=[repr(float(amount)), px])
+        return float(value)
 
     async def aclose(self) -> None:
         """Stop the reader task and close the connections."""

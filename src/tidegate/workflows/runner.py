@@ -191,6 +191,8 @@ class WorkflowRunner:
                 elif isinstance(event, UsageUpdate):
                     usage = event.usage
         if usage is not None:
+            if ctx.lease is not None:  # the key's tokens and budget, as each step ends
+                ctx.lease.charge_step(usage, step.model, ctx.deployment)
             yield usage
 
     async def _http(
