@@ -57,12 +57,13 @@ class Nginx:
             f"{server_block}\n"
             "}\n"
         )
-        self.proc = subprocess.Popen(
-            [NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.log = prefix / "logs" / "stderr.log"
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 10
         while True:
@@ -72,7 +73,7 @@ class Nginx:
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"nginx did not start: {self.proc.stderr}") from None
+                    raise RuntimeError(f"nginx did not start: {self.log.read_text()}") from None
                 time.sleep(0.05)
 
     def stop(self) -> None:

@@ -158,6 +158,26 @@ def test_sliding_windows_take_check_and_say_when(state_url: str) -> None:
     run(state_url, test)
 
 
+def test_a_sliding_log_admits_exactly_the_limit_in_any_window(state_url: str) -> None:
+    async def test(state: State, ns: str) -> None:
+        key, t0 = ns + "e", 6050.0  # 50 s into a fixed minute: a boundary falls inside
+        # at t0, t0+4, ..., t0+28: the 6th to 8th are over, whatever minute they fall in
+        results = [await state.events_take(key, 5, 60, t0 + i * 4) for i in range(8)]
+        assert [ok for ok, _ in results] == [True] * 5 + [False] * 3
+        # refused: until the oldest (t0) leaves the window, 60 - 28 = 32 s after the last try
+        assert not results[-1][0] and results[-1][1] == pytest.approx(32)
+        allowed, wait = await state.events_take(key, 5, 60, t0 + 59.5)
+        assert not allowed and wait == pytest.approx(0.5)
+        assert await state.events_take(key, 5, 60, t0 + 60) == (True, 0.0)
+        assert not (await state.events_take(key, 5, 60, t0 + 61))[0]  # t0+4 is still in
+        assert await state.events_take(key, 5, 60, t0 + 64) == (True, 0.0)
+        # much later the whole log has left the window; at once, exactly five of nine get in
+        many = await asyncio.gather(*(state.events_take(key, 5, 60, t0 + 500) for _ in range(9)))
+        assert sorted(ok for ok, _ in many) == [False] * 4 + [True] * 5
+
+    run(state_url, test)
+
+
 def test_slots_are_counted_renewed_released_and_expire(state_url: str) -> None:
     async def test(state: State, ns: str) -> None:
         key, now = ns + "s", 5000.0

@@ -130,6 +130,13 @@ class RequestContext:
             headers.append((b"x-tidegate-dropped-fields", _header_safe(", ".join(self.dropped))))
         return headers
 
+    def answered(self) -> None:
+        """The response is complete: a client that leaves from now on (an SDK closing its
+        connection after the last byte) cancels nothing and does not make the request a 499,
+        while what follows the answer (ending a key's lease) runs."""
+        if self.watcher is not None:
+            self.watcher.done()
+
     def log_fields(self) -> dict[str, Any]:
         """The structured access-log record of this request."""
         now = time.perf_counter()

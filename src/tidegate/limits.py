@@ -6,11 +6,14 @@ streams, and a budget in money per calendar period — from the key's `KeyPolicy
 a key over a limit a 429 naming the limit, with `Retry-After`. An admitted request holds a
 `Lease` until it ends, however it ends (the chat flow releases it in a `finally`):
 
-- **requests per minute**: a sliding window (two fixed minute windows, the previous one
-  weighted by how much of it the last 60 seconds still cover), one request taken at admission;
-- **tokens per minute**: the same window, charged as the answer streams — input tokens when
-  the upstream reports them (often at the start), output tokens estimated from the upstream's
-  events (about one token per `data:` event) or reported usage, whichever is more, then set
+- **requests per minute**: an exact sliding log (`State.events_take`: one timestamp per
+  request of the last 60 seconds), one request taken at admission — N admitted in any minute,
+  across every instance;
+- **tokens per minute**: a sliding window (two fixed minute windows, the previous one weighted
+  by how much of it the last 60 seconds still cover: no per-token entries), charged as the
+  answer streams — input tokens when the upstream reports them (often at the start), output
+  tokens estimated from the upstream's events (about one token per `data:` event) or reported
+  usage, whichever is more, then set
   right from the final usage when the request ends. A key already at its limit is refused;
   one request may take it over;
 - **concurrent streams** (`max_streams`, streamed or not): a slot held from admission to the
@@ -22,7 +25,8 @@ a key over a limit a 429 naming the limit, with `Retry-After`. An admitted reque
   a request is refused while the spend is at or over the budget, so it is overspent by at most
   the requests in flight when it was reached (one, with `max_streams: 1`).
 
-Counters live in the shared state (`State.window_take`, `slot_acquire`, `incr_float`): in the
+Counters live in the shared state (`State.events_take`, `window_take`, `slot_acquire`,
+`incr_float`): in the
 process by default, atomic Redis scripts with `state: redis://...`, so every instance enforces
 one limit. Time is the injected wall clock (`Services(wall=...)`), so tests move it by hand.
 A key is named by `Identity.label` (its name, or a prefix of its hash), never by the key.
@@ -146,7 +150,7 @@ class Limits:
                 )
         if policy.rpm is not None:
             try:
-                ok, wait = await state.window_take(base + "rpm", 1, policy.rpm, MINUTE, now)
+                ok, wait = await state.events_take(base + "rpm", policy.rpm, MINUTE, now)
             except BaseException:
                 if slots_key is not None:
                     await state.slot_release(slots_key, holder)

@@ -72,6 +72,7 @@ async def _serve_limited(
     lease = ctx.lease = await services.limits.admit(identity, policy, call.model)
     try:
         await _serve(services, ctx, call, send)
+        ctx.answered()
     finally:
         await lease.end(ctx.usage, ctx.deployment)
 

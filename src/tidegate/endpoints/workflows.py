@@ -72,6 +72,7 @@ def _limited(handler: Handler) -> Handler:
     async def handle(services: Services, ctx: RequestContext, request: Request, send: Send) -> None:
         try:
             await handler(services, ctx, request, send)
+            ctx.answered()
         finally:
             if ctx.lease is not None:
                 await ctx.lease.end(None, None)

@@ -70,6 +70,14 @@ class State(Protocol):
         The window is approximated with two fixed windows: the previous one counts in
         proportion to how much of it the sliding window still covers (`window_count`)."""
 
+    async def events_take(
+        self, key: str, limit: int, window: float, now: float
+    ) -> tuple[bool, float]:
+        """Record one event under `key` if fewer than `limit` happened in the `window`
+        seconds before `now`, atomically — an exact sliding log (a request counter: it keeps
+        one timestamp per event, so `limit` should be modest, like requests per minute).
+        Returns (True, 0.0), or (False, seconds until the oldest event leaves the window)."""
+
     async def window_add(self, key: str, amount: float, window: float, now: float) -> None:
         """Add `amount` (negative: give back) to the window `key` unconditionally."""
 

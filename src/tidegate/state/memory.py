@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -37,6 +38,8 @@ class MemoryState:
         self._logs: dict[str, _Log] = {}
         self._channels: dict[str, list[Listener]] = {}
         self._floats: dict[str, tuple[float, float | None]] = {}
+        #: Sliding logs: key -> the times of the events still in their window, oldest first.
+        self._event_logs: dict[str, deque[float]] = {}
         #: Sliding windows: key -> [fixed window number, its count, the previous one's count].
         self._windows: dict[str, list[float]] = {}
         #: Slots: key -> holder -> expiry (wall-clock seconds, as the callers give `now`).
@@ -183,6 +186,24 @@ class MemoryState:
             entry[1] += amount
             return True, 0.0
         return False, window_wait(entry[2], entry[1], fraction, amount, limit, window)
+
+    async def events_take(
+        self, key: str, limit: int, window: float, now: float
+    ) -> tuple[bool, float]:
+        """Record one event in the sliding log `key` if it fits (see `State.events_take`)."""
+        times = self._event_logs.get(key)
+        if times is None:
+            if len(self._event_logs) > 4 * _SWEEP_EVERY:
+                self._event_logs = {
+                    k: t for k, t in self._event_logs.items() if t and t[-1] > now - window
+                }
+            times = self._event_logs[key] = deque()
+        while times and times[0] <= now - window:
+            times.popleft()
+        if len(times) < limit:
+            times.append(now)
+            return True, 0.0
+        return False, times[0] + window - now
 
     async def window_add(self, key: str, amount: float, window: float, now: float) -> None:
         """Add `amount` to the window `key`."""

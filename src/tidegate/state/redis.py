@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -80,6 +81,20 @@ return {allowed, tostring(p), tostring(c), tostring(fraction)}
 
 # Slots as a sorted set of holders scored by their expiry. KEYS[1] the set; ARGV[1] holder,
 # ARGV[2] limit, ARGV[3] now, ARGV[4] the holder's expiry, ARGV[5] the set's ttl in ms.
+# A sliding log: one member per event, scored by its time. ARGV: now, window, limit, member.
+# Returns {1, "0"} when recorded, else {0, seconds until the oldest event leaves the window}.
+_EVENTS = """
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+  return {1, '0'}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tostring(tonumber(oldest[2]) + window - now)}
+"""
+
 _SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
@@ -117,6 +132,7 @@ class RedisState:
         self._append = self._redis.register_script(_APPEND)
         self._window = self._redis.register_script(_WINDOW)
         self._slot = self._redis.register_script(_SLOT)
+        self._events = self._redis.register_script(_EVENTS)
         self._incr_float = self._redis.register_script(_INCR_FLOAT)
         self._listeners: dict[str, list[Listener]] = {}
         self._pubsub: PubSub | None = None
@@ -256,6 +272,16 @@ class RedisState:
         if allowed:
             return True, 0.0
         return False, window_wait(previous, current, fraction, amount, limit, window)
+
+    async def events_take(
+        self, key: str, limit: int, window: float, now: float
+    ) -> tuple[bool, float]:
+        """Record one event in the sliding log `key` if it fits, in one script."""
+        member = f"{now!r}:{os.urandom(6).hex()}"
+        reply: Any = await self._events(
+            keys=[_PREFIX + "events:" + key], args=[repr(float(now)), repr(window), limit, member]
+        )
+        return bool(int(reply[0])), float(reply[1])
 
     async def window_add(self, key: str, amount: float, window: float, now: float) -> None:
         """Add `amount` to the window `key`."""
