@@ -490,3 +490,22 @@ def test_the_default_database_is_created_in_the_working_directory(
     gw: GatewayProcess = start_gateway(config, env=ENV)
     assert (tmp_path / "tidegate.db").exists()
     assert chat(gw, "").status_code == 200
+
+
+def test_database_off_serves_without_a_database(
+    fake: FakeUpstream, tmp_path: Path, start_gateway: Any
+) -> None:
+    """`database: off`: no file is created, static keys work, the admin API has no usage, and
+    the database commands say why they cannot run."""
+    config = config_for(fake, "off")
+    config["auth"] = {"api_keys": ["sk-static-key-0001"], "admin_keys": [ADMIN_KEY]}
+    gw: GatewayProcess = start_gateway(config, env=ENV)
+    assert chat(gw, "sk-static-key-0001").status_code == 200
+    assert chat(gw, "sk-unknown-key-0002").status_code == 401
+    assert admin(gw, "GET", "/admin/usage?by=key").status_code == 404
+    assert not list(tmp_path.glob("*.db"))
+    write_config(tmp_path, config)
+    for command in (["usage"], ["keys", "list"], ["db", "upgrade"]):
+        done = cli(tmp_path, *command)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert "database: off" in done.stderr

@@ -290,7 +290,8 @@ async def _nothing() -> None:
 def create_app(config: Config, services: Services | None = None) -> Gateway:
     """The ASGI application for a validated configuration (with `services` given, around
     them: an in-process test's upstream, clock or state; without, the services of a server,
-    with the config's database)."""
+    with the config's database unless it is `off`)."""
     if services is None:
-        services = Services(config, store=Store(config.database, config.ledger))
+        store = None if config.database == "off" else Store(config.database, config.ledger)
+        services = Services(config, store=store)
     return Gateway(config, services)

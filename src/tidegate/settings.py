@@ -388,7 +388,8 @@ class Config(Frozen):
     #: Where shared state lives: `memory` (this process) or a `redis://` URL (all instances).
     state: str = "memory"
     #: The database of managed keys and the usage ledger: unset for `./tidegate.db` (SQLite,
-    #: relative to the working directory), `sqlite:///path.db`, or `postgresql://...`.
+    #: relative to the working directory), `sqlite:///path.db`, `postgresql://...`, or `off`
+    #: (no database: static keys only, usage in the access log alone).
     database: str | None = None
     ledger: LedgerConfig = LedgerConfig()
     source: str = "built-in"
@@ -413,16 +414,20 @@ class Config(Frozen):
     @field_validator("database")
     @classmethod
     def _known_database(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(
-            (
-                "sqlite://",
-                "sqlite+aiosqlite://",
-                "postgresql://",
-                "postgres://",
-                "postgresql+asyncpg://",
+        if (
+            v is not None
+            and v != "off"
+            and not v.startswith(
+                (
+                    "sqlite://",
+                    "sqlite+aiosqlite://",
+                    "postgresql://",
+                    "postgres://",
+                    "postgresql+asyncpg://",
+                )
             )
         ):
-            raise ValueError("use a sqlite:///path.db or a postgresql:// URL")
+            raise ValueError("use a sqlite:///path.db or a postgresql:// URL, or off")
         return v
 
     def model_names(self) -> list[str]:

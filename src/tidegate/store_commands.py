@@ -84,6 +84,13 @@ def run(args: argparse.Namespace, load: Callable[[], Config]) -> int:
     except ConfigError as exc:
         print(f"tidegate: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if config.database == "off":
+        print(
+            "tidegate: the config says database: off — there are no managed keys or usage "
+            "ledger; set database: to a sqlite:/// or postgresql:// URL",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     try:
         return asyncio.run(_run(args, config))
     except StoreError as exc:
@@ -259,6 +266,8 @@ async def _usage(args: argparse.Namespace, store: Store) -> int:
 async def check_for_serve(config: Config) -> tuple[str | None, int]:
     """Before serving: (a problem with the database, or None; how many usable managed keys).
     A new SQLite file is created and brought up to date here."""
+    if config.database == "off":
+        return None, 0
     store = Store(config.database, config.ledger)
     try:
         await store.open()
