@@ -87,7 +87,7 @@ def no_key_in_the_log(hgw: GatewayProcess) -> Iterator[None]:
     time.sleep(0.1)  # let the access-log thread write the last lines
     output = hgw.output()
     assert not leaked(output), output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
+    assert "Traceback" not in output, output[output.find("Traceback") - 300 :][:4000]
 
 
 def lag_ms(gw: GatewayProcess) -> float:
