@@ -214,6 +214,12 @@ def test_managed_keys_from_the_cli(
         timeout=20,
     )
     assert messages.status_code == 200, messages.text
+    # Gemini's SDK sends x-goog-api-key (or ?key=).
+    gemini = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    path = gw.url + "/v1beta/models/openai-ok:generateContent"
+    for extra in ({"headers": {"x-goog-api-key": key}}, {"params": {"key": key}}):
+        answer = httpx.post(path, json=gemini, timeout=20, **extra)  # type: ignore[arg-type]
+        assert answer.status_code == 200, answer.text
 
     listing = cli(tmp_path, "keys", "list")
     assert listing.returncode == 0, listing.stderr

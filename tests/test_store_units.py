@@ -19,7 +19,7 @@ from tidegate.state import State
 from tidegate.state.memory import MemoryState
 from tidegate.store import Store, ledger
 from tidegate.store.engine import StoreError, async_url, describe
-from tidegate.store.keys import KeyError_, new_key_request
+from tidegate.store.keys import KeyRequestError, new_key_request
 
 REDIS = os.environ.get("TIDEGATE_TEST_REDIS_URL")
 
@@ -60,7 +60,7 @@ def test_key_requests_name_the_bad_field() -> None:
         ({"name": "a", "models": [1]}, "models"),
         ({"name": "a", "expires": "2026-13-01"}, "expires"),
     ):
-        with pytest.raises(KeyError_) as err:
+        with pytest.raises(KeyRequestError) as err:
             new_key_request(fields)
         assert err.value.field == field
     request = new_key_request({"name": "a", "models": "m1, m2", "budget": 3, "period": "week"})

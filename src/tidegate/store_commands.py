@@ -22,7 +22,7 @@ from tidegate.errors import ConfigError
 from tidegate.settings import Config
 from tidegate.state import open_state
 from tidegate.store import Store, StoreError, ledger, migrate
-from tidegate.store.keys import KeyError_, KeyRecord, UnknownKey, new_key_request
+from tidegate.store.keys import KeyRecord, KeyRequestError, UnknownKey, new_key_request
 
 EXIT_CONFIG = 2
 KEY_COMMANDS = ("create", "list", "disable", "rotate")
@@ -162,7 +162,7 @@ async def _keys(args: argparse.Namespace, config: Config, store: Store) -> int:
                 file=sys.stderr,
             )
             print(key)
-    except KeyError_ as exc:
+    except KeyRequestError as exc:
         option = "--" + exc.field.replace("_", "-")
         print(f"tidegate: {option}: {str(exc).split(': ', 1)[-1]}", file=sys.stderr)
         return EXIT_CONFIG

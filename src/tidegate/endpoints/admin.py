@@ -19,7 +19,7 @@ from tidegate.endpoints.health import render_error
 from tidegate.errors import InvalidRequest, NotFound
 from tidegate.services import Services
 from tidegate.store import Store, ledger
-from tidegate.store.keys import KeyError_, UnknownKey, new_key_request
+from tidegate.store.keys import KeyRequestError, UnknownKey, new_key_request
 
 
 def _store(services: Services) -> Store:
@@ -49,7 +49,7 @@ async def create_key(services: Services, ctx: RequestContext, request: Request, 
     store = _store(services)
     try:
         record, key = await store.keys.create(new_key_request(request.json_object()))
-    except KeyError_ as exc:
+    except KeyRequestError as exc:
         raise InvalidRequest(str(exc)) from None
     await _changed(services)
     await _answer(ctx, send, {**record.as_json(), "key": key}, 201)

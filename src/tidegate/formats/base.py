@@ -199,13 +199,20 @@ class StreamState:
             elif isinstance(event, Finish):
                 self.finish_reason = event.reason
             elif isinstance(event, TextDelta | ReasoningDelta):
-                self.text_chars += len(event.text)
+                # Upstream data: a field may be of any type (type-confused answers are skipped
+                # elsewhere, never a failure here).
+                self.text_chars += _chars(event.text)
             elif isinstance(event, ToolCallDelta):
-                self.text_chars += len(event.arguments) + len(event.name or "")
+                self.text_chars += _chars(event.arguments) + _chars(event.name)
             elif isinstance(event, Sources):
                 self.sources = event.items
             elif isinstance(event, StreamError) and self.error is None:
                 self.error = as_gateway_error(event.error)
+
+
+def _chars(text: object) -> int:
+    """The length of `text` if it is a string (upstream data may be anything), else 0."""
+    return len(text) if isinstance(text, str) else 0
 
 
 class StreamEncoder(Protocol):

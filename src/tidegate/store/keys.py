@@ -24,7 +24,7 @@ KEY_PREFIX = "tg-"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,199}")
 
 
-class KeyError_(ValueError):
+class KeyRequestError(ValueError):
     """A managed key request that cannot be done: a bad field (named), or a taken name."""
 
     def __init__(self, field: str, message: str):
@@ -99,40 +99,43 @@ class NewKey:
 
 
 def new_key_request(fields: dict[str, Any]) -> NewKey:
-    """Validate a create request (admin API body or CLI flags); `KeyError_` names the field."""
+    """Validate a create request (admin API body or CLI flags); `KeyRequestError` names the
+    field."""
     known = {"name", "user", "models", "budget", "period", "rpm", "tpm", "max_streams", "expires"}
     for field in fields:
         if field not in known:
-            raise KeyError_(field, f"{field}: unknown field (use {', '.join(sorted(known))})")
+            raise KeyRequestError(field, f"{field}: unknown field (use {', '.join(sorted(known))})")
     name = fields.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise KeyError_("name", "name: required, 1-200 characters: letters, digits and . _ @ : -")
+        raise KeyRequestError(
+            "name", "name: required, 1-200 characters: letters, digits and . _ @ : -"
+        )
     user = fields.get("user")
     if user is not None and (not isinstance(user, str) or not 1 <= len(user) <= 200):
-        raise KeyError_("user", "user: a string of 1-200 characters")
+        raise KeyRequestError("user", "user: a string of 1-200 characters")
     models = fields.get("models") or []
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",") if m.strip()]
     if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
-        raise KeyError_("models", "models: a list of model names")
+        raise KeyRequestError("models", "models: a list of model names")
     if any("," in m for m in models):
-        raise KeyError_("models", "models: a model name cannot contain a comma")
+        raise KeyRequestError("models", "models: a model name cannot contain a comma")
     policy: dict[str, Any] = {"models": tuple(models)}
     for field in ("rpm", "tpm", "max_streams"):
         value = fields.get(field)
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise KeyError_(field, f"{field}: a positive integer")
+                raise KeyRequestError(field, f"{field}: a positive integer")
             policy[field] = value
     budget = fields.get("budget")
     if budget is not None:
         if isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0:
-            raise KeyError_("budget", "budget: a positive amount")
+            raise KeyRequestError("budget", "budget: a positive amount")
         policy["budget"] = float(budget)
     period = fields.get("period")
     if period is not None:
         if period not in ("day", "week", "month"):
-            raise KeyError_("period", "period: day, week or month")
+            raise KeyRequestError("period", "period: day, week or month")
         policy["period"] = period
     expires = fields.get("expires")
     when: date | None = None
@@ -142,7 +145,7 @@ def new_key_request(fields: dict[str, Any]) -> NewKey:
         except ValueError:
             when = None
         if when is None:
-            raise KeyError_("expires", "expires: a date, YYYY-MM-DD")
+            raise KeyRequestError("expires", "expires: a date, YYYY-MM-DD")
     return NewKey(name, user, KeyPolicy(**policy), when)
 
 
@@ -203,7 +206,7 @@ class KeyRepository:
             async with self._engine.begin() as conn:
                 await conn.execute(client_keys.insert().values(**values))
         except IntegrityError:
-            raise KeyError_("name", f"name: a key named {request.name!r} exists") from None
+            raise KeyRequestError("name", f"name: a key named {request.name!r} exists") from None
         record = await self.get(key_id)
         return record, key
 

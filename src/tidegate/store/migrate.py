@@ -3,19 +3,28 @@ the store's own engine: no alembic.ini, no second URL)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Alembic's own INFO lines ("Context impl SQLiteImpl.") are noise in the gateway's log.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+# Alembic is imported only when used (start-up checks, `tidegate db`): it is not needed to
+# import the gateway, whose workers must start quickly.
 
 
 def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -25,6 +34,8 @@ def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
 def head() -> str:
     """The newest revision this version of tidegate ships."""
+    from alembic.script import ScriptDirectory
+
     revision = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     assert revision is not None
     return revision
@@ -32,6 +43,8 @@ def head() -> str:
 
 async def current(engine: AsyncEngine) -> str | None:
     """The revision the database is at (None: no schema yet)."""
+    from alembic.runtime.migration import MigrationContext
+
     async with engine.connect() as conn:
         return await conn.run_sync(
             lambda sync: MigrationContext.configure(sync).get_current_revision()
@@ -40,6 +53,7 @@ async def current(engine: AsyncEngine) -> str | None:
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the schema to `revision` (the newest by default), in one transaction."""
+    from alembic import command
 
     def run(sync: Connection) -> None:
         command.upgrade(_alembic_config(sync), revision)
@@ -50,6 +64,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
     """Take the schema back to `revision` (`base`: no tables)."""
+    from alembic import command
 
     def run(sync: Connection) -> None:
         command.downgrade(_alembic_config(sync), revision)
