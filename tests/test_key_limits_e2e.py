@@ -62,8 +62,8 @@ def test_the_openai_sdk_sees_a_rate_limit_error_naming_the_limit(
     fake: FakeUpstream, tmp_path: Path, client_key: str
 ) -> None:
     gw = GatewayProcess(config(fake, client_key, rpm=2), tmp_path)
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=client_key, max_retries=0)
     try:
-        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=client_key, max_retries=0)
         for _ in range(2):
             client.chat.completions.create(model="ok", messages=MESSAGES)
         with pytest.raises(openai.RateLimitError) as refused:
@@ -74,6 +74,7 @@ def test_the_openai_sdk_sees_a_rate_limit_error_naming_the_limit(
         record = gw.record_for(request_id)
         assert (record["status"], record["error"], record["key"]) == (429, "rate_limited", "e2e")
     finally:
+        client.close()
         gw.stop()
     assert client_key not in gw.output()
 
@@ -82,13 +83,14 @@ def test_a_model_outside_the_list_is_refused_by_name(
     fake: FakeUpstream, tmp_path: Path, client_key: str
 ) -> None:
     gw = GatewayProcess(config(fake, client_key, models=["ok"]), tmp_path)
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=client_key, max_retries=0)
     try:
-        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=client_key, max_retries=0)
         with pytest.raises(openai.PermissionDeniedError) as refused:
             client.chat.completions.create(model="slow", messages=MESSAGES)
         assert "may not use model 'slow'" in str(refused.value)
         client.chat.completions.create(model="ok", messages=MESSAGES)
     finally:
+        client.close()
         gw.stop()
 
 
