@@ -530,3 +530,20 @@ def test_a_dead_instances_slot_expires(backend: str) -> None:
             assert (await gw.post("/v1/chat/completions", BODY, AUTH)).status == 200
 
     run(test)
+
+
+def test_an_unreachable_state_is_a_503_not_a_500() -> None:
+    """Limits fail closed: with Redis down, a key with limits is refused with a 503 saying
+    why, and a key without limits is served as usual."""
+
+    async def test() -> None:
+        async with driver(backend="redis://127.0.0.1:1/0", rpm=5) as gw:
+            refused = await gw.post("/v1/chat/completions", BODY, AUTH)
+            assert refused.status == 503
+            assert "shared state is unreachable" in error_message(refused)
+            assert KEY not in refused.body.decode()
+            assert not gw.upstream.calls
+            plain = {"Authorization": "Bearer sk-plain-key-0123456789"}
+            assert (await gw.post("/v1/chat/completions", BODY, plain)).status == 200
+
+    run(test)

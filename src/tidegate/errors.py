@@ -270,6 +270,14 @@ class ShuttingDown(GatewayError):
     code = "shutting_down"
 
 
+class StateUnavailable(GatewayError):
+    """The shared state (Redis) cannot be reached, so a key's limits cannot be checked: the
+    request is refused rather than let through unlimited."""
+
+    status = 503
+    code = "state_unavailable"
+
+
 class StoreUnavailable(GatewayError):
     """The database of managed keys cannot be read, so a key cannot be checked."""
 

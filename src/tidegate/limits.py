@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from tidegate.auth import Identity
-from tidegate.errors import Forbidden, RateLimited
+from tidegate.errors import Forbidden, GatewayError, RateLimited, StateUnavailable
 from tidegate.events import Event, Usage, UsageUpdate
 from tidegate.logs import log
 from tidegate.pricing import cost, price_for
@@ -112,11 +112,24 @@ class Limits:
     async def admit(
         self, identity: Identity, policy: KeyPolicy, model: str, *, check_model: bool = True
     ) -> Lease:
-        """Admit one request of `identity` for `model`, or raise 403/429. The lease must be
-        ended (`Lease.end`) whatever happens next. (`check_model=False`: the caller checked
-        the models itself — a workflow's steps.)"""
+        """Admit one request of `identity` for `model`, or raise 403/429 (503 when the shared
+        state cannot be reached: limits fail closed). The lease must be ended (`Lease.end`)
+        whatever happens next. (`check_model=False`: the caller checked the models itself — a
+        workflow's steps.)"""
         if check_model:
             self.check_model(identity, policy, model)
+        try:
+            return await self._admit(identity, policy, model)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            log.warning("key %r: its limits cannot be checked: %s", identity.label, repr(exc))
+            raise StateUnavailable(
+                f"the limits of key {identity.label!r} cannot be checked: the shared state "
+                f"is unreachable ({type(exc).__name__}); try again shortly"
+            ) from None
+
+    async def _admit(self, identity: Identity, policy: KeyPolicy, model: str) -> Lease:
         state, now, label = self._state, self._wall(), identity.label
         base = _PREFIX + identity.key_id + ":"
         spend_key = None
