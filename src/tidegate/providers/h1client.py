@@ -91,6 +91,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, pool: H1Client, key: tuple[str, str, int]):
         self._pool = pool
+        self._loop = asyncio.get_running_loop()
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -226,13 +227,11 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.transport.write(request)
 
-    async def wait(self) -> None:
-        """Until the parser has news (headers, body bytes, the end, an error or a close)."""
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+    def wait(self) -> asyncio.Future[None]:
+        """A future done when the parser has news (headers, body bytes, the end, an error or a
+        close): a plain future, no coroutine frame per wait."""
+        waiter = self._waiter = self._loop.create_future()
+        return waiter
 
     def take(self) -> bytes:
         """The buffered body bytes (reading resumes if it was paused)."""
@@ -267,8 +266,10 @@ class _Connection(asyncio.Protocol):
 
     def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class H1Response(UpstreamResponse):
