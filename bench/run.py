@@ -10,6 +10,7 @@
     python bench/run.py servers       # uvicorn against granian (if installed), same app
     python bench/run.py soak --seconds 600   # mixed traffic: memory after warm-up and at the end
     python bench/run.py all           # everything but soak
+    python bench/run.py nonstream stream   # several scenarios in one run (same processes)
 
 Baselines: `direct` is the fake upstream itself; `floor` is bench/floor.py, the same proxying
 done by a bare uvicorn + aiohttp app with no gateway logic (the cost of the stack alone);
@@ -667,7 +668,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("scenario", choices=[*SCENARIOS, "soak", "all"])
+    parser.add_argument(
+        "scenario", nargs="+", choices=[*SCENARIOS, "soak", "all"], help="one or more, in order"
+    )
     parser.add_argument("--seconds", type=float, default=600, help="soak duration")
     parser.add_argument("--repeat", type=int, default=REPEAT, help="runs per CPU figure (median)")
     parser.add_argument("--quick", action="store_true", help="tiny loads: check the scripts run")
@@ -676,11 +679,12 @@ def main() -> None:
     SCALE = 0.02 if args.quick else 1.0
     bench = Bench()
     try:
-        if args.scenario == "soak":
-            print(soak(bench, args.seconds), flush=True)
-            return
-        for name in list(SCENARIOS) if args.scenario == "all" else [args.scenario]:
-            print(SCENARIOS[name](bench), flush=True)
+        names: list[str] = []
+        for name in args.scenario:
+            names += list(SCENARIOS) if name == "all" else [name]
+        for name in names:
+            figures = soak(bench, args.seconds) if name == "soak" else SCENARIOS[name](bench)
+            print(figures, flush=True)
     finally:
         bench.close()
 
