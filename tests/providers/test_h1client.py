@@ -553,3 +553,21 @@ def test_tls_is_verified_and_kept_alive(tmp_path: Path) -> None:
             await srv.__aexit__()
 
     run(main())
+
+
+def test_a_host_name_is_resolved_and_connected() -> None:
+    async def main() -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await read_request(reader, srv):
+                writer.write(ok(b"{}"))
+
+        async with Server(handler) as srv:
+            c = await client()
+            url = srv.url.replace("127.0.0.1", "localhost")
+            response = await c.send(call(url), connect_timeout=5, model="m")
+            assert await response.read_body(100) == b"{}"
+            response.close()
+            assert b"\r\nHost: localhost:" in srv.requests[0]
+            await c.aclose()
+
+    run(main())

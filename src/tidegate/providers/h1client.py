@@ -13,9 +13,10 @@ a cancellation or an early close it is closed. Redirects are never followed (a 3
 answer like any other). Bodies may be content-length, chunked or delimited by the close of the
 connection; gzip and deflate bodies are inflated by http.py's `Inflater` in bounded steps.
 
-Deadlines: `connect_timeout` covers waiting for a pooled slot, the TCP connect and the TLS
-handshake; first-byte, idle and total deadlines stay the attempt's watchdog's (watchdog.py),
-which cancels the waiting task — and a cancelled call closes its connection.
+Deadlines: `connect_timeout` covers waiting for a pooled slot, resolving the host, the TCP
+connect (IPv6 and IPv4 raced, RFC 8305) and the TLS handshake; first-byte, idle and total
+deadlines stay the attempt's watchdog's (watchdog.py), which cancels the waiting task — and a
+cancelled call closes its connection.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
+import aiohappyeyeballs
 import httptools
 
 from tidegate.errors import (
@@ -48,6 +50,8 @@ from tidegate.providers.http import (
 MAX_HEAD_BYTES = 64 * 1024
 #: Most headers in a response.
 MAX_HEADERS = 256
+#: Seconds before the next address is tried while one is still connecting (RFC 8305).
+HAPPY_EYEBALLS_DELAY = 0.25
 #: Unread body bytes held before the socket stops being read (flow control).
 HIGH_WATER = 256 * 1024
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~?"
@@ -480,13 +484,24 @@ class H1Client:
                 self._connecting += 1
                 try:
                     conn = _Connection(self, origin.key)
-                    await loop.create_connection(
-                        lambda: conn,
-                        origin.host,
-                        origin.port,
-                        ssl=self._ssl if origin.tls else None,
-                        server_hostname=origin.host if origin.tls else None,
+                    infos = await loop.getaddrinfo(
+                        origin.host, origin.port, type=socket.SOCK_STREAM
                     )
+                    # IPv6 and IPv4 raced as RFC 8305 says, as aiohttp does (uvloop's own
+                    # create_connection tries one address after the other).
+                    sock = await aiohappyeyeballs.start_connection(
+                        infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, loop=loop
+                    )
+                    try:
+                        await loop.create_connection(
+                            lambda: conn,
+                            sock=sock,
+                            ssl=self._ssl if origin.tls else None,
+                            server_hostname=origin.host if origin.tls else None,
+                        )
+                    except BaseException:
+                        sock.close()
+                        raise
                 finally:
                     self._connecting -= 1
         except TimeoutError:
