@@ -571,3 +571,54 @@ def test_a_host_name_is_resolved_and_connected() -> None:
             await c.aclose()
 
     run(main())
+
+
+def test_idle_connections_expire_and_a_peer_close_is_noticed() -> None:
+    async def main() -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while request := await read_request(reader):
+                writer.write(ok(b"{}"))
+                if b"/bye" in request:  # keep-alive framing, then the server closes anyway
+                    await writer.drain()
+                    return
+
+        async with Server(handler) as srv:
+            base = srv.url.split("/v1")[0]
+            c = await client(keepalive_seconds=0.2)
+            response = await c.send(call(base + "/a"), connect_timeout=2, model="m")
+            await response.read_body(100)
+            response.close()
+            assert c.open_connections == 1
+            await asyncio.sleep(0.6)  # past the keep-alive: the sweeper closed it
+            assert c.open_connections == 0
+            response = await c.send(call(base + "/bye"), connect_timeout=2, model="m")
+            await response.read_body(100)
+            response.close()
+            await asyncio.sleep(0.1)  # the server's close arrives while the connection is idle
+            assert c.open_connections == 0
+            response = await c.send(call(base + "/a"), connect_timeout=2, model="m")
+            assert await response.read_body(100) == b"{}"
+            response.close()
+            assert srv.connections == 3
+            await c.aclose()
+
+    run(main())
+
+
+def test_a_full_pool_closes_another_origins_idle_connection_to_make_room() -> None:
+    async def main() -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await read_request(reader):
+                writer.write(ok(b"{}"))
+
+        async with Server(handler) as one, Server(handler) as two:
+            c = await client(pool_size=1)
+            for url in (one.url, two.url, one.url):
+                response = await c.send(call(url), connect_timeout=2, model="m")
+                assert await response.read_body(100) == b"{}"
+                response.close()
+                assert c.open_connections == 1
+            assert (one.connections, two.connections) == (2, 1)
+            await c.aclose()
+
+    run(main())
