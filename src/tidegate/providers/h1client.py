@@ -50,6 +50,8 @@ from tidegate.providers.http import (
 MAX_HEAD_BYTES = 64 * 1024
 #: Most headers in a response.
 MAX_HEADERS = 256
+#: Parsed upstream URLs kept (a described provider may render a URL per request).
+MAX_CACHED_URLS = 1024
 #: Seconds before the next address is tried while one is still connecting (RFC 8305).
 HAPPY_EYEBALLS_DELAY = 0.25
 #: Unread body bytes held before the socket stops being read (flow control).
@@ -409,6 +411,8 @@ class H1Client:
             raise UpstreamNetworkError("the upstream client is not started")
         origin = self._origins.get(call.url)
         if origin is None:
+            if len(self._origins) >= MAX_CACHED_URLS:  # URLs rendered per request must not pile up
+                self._origins.clear()
             origin = self._origins[call.url] = _Origin(call.url)
         request = self._head(call, origin) + call.body
         conn = self._take_idle(origin.key)
