@@ -144,10 +144,12 @@ def start_gateway(
     *,
     workers: int = 1,
     extra_args: Sequence[str] = (),
+    http_client: str = "aiohttp",
 ) -> Proc:
     """tidegate with a pass-through model `oa-c<N>-d<D>`, an Anthropic-format `an-c<N>-d<D>`
     and a described one `ds-c<N>-d<D>` (seed 001's chat mapping, `DESCRIBED_SSE`, over the
-    same OpenAI-format stream) for each (chunks, delay_ms) shape."""
+    same OpenAI-format stream) for each (chunks, delay_ms) shape; `http_client` is its
+    `http.client` (aiohttp or builtin)."""
     models = []
     for chunks, delay in shapes:
         base = f"http://127.0.0.1:{upstream_port}/c{chunks}/d{delay}"
@@ -176,7 +178,11 @@ def start_gateway(
                     "api_key": "bench-key",
                 }
             )
-    config = {"models": models, "providers": [DESCRIBED_SSE], "http": {"pool_size": 2048}}
+    config = {
+        "models": models,
+        "providers": [DESCRIBED_SSE],
+        "http": {"pool_size": 2048, "client": http_client},
+    }
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         yaml.safe_dump(config, handle)
     cmd = [

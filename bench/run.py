@@ -10,9 +10,14 @@
     python bench/run.py servers       # uvicorn against granian (if installed), same app
     python bench/run.py soak --seconds 600   # mixed traffic: memory after warm-up and at the end
     python bench/run.py all           # everything but soak
+    python bench/run.py nonstream stream   # several scenarios in one run (same processes)
 
 Baselines: `direct` is the fake upstream itself; `floor` is bench/floor.py, the same proxying
-done by a bare uvicorn + aiohttp app with no gateway logic (the cost of the stack alone).
+done by a bare uvicorn + aiohttp app with no gateway logic (the cost of the stack alone);
+`nginx` is bench/nginx.py, Debian's nginx as a plain streaming reverse proxy (skipped, and
+said so, when nginx is not installed). `nonstream` and `stream` also run `tidegate-builtin`, the
+gateway with `http.client: builtin`, and give every proxy's CPU as a ratio to nginx's; their
+targets take turns within each repeat, so that load on the machine falls on all of them alike.
 CPU figures are the process's own user+system time over the measured window, the median of
 `--repeat` runs. Figures are Markdown tables; docs/performance.md explains them. Compare
 ratios within one run: absolute numbers move with the machine's load.
@@ -45,6 +50,7 @@ from bench.harness import (
     start_upstream,
     table,
 )
+from bench.nginx import find_nginx
 
 SHAPES = [(1, 0), (50, 0), (20, 50), (2000, 100)]
 REPEAT = 3
@@ -63,6 +69,14 @@ class Bench:
         self.upstream = start_upstream()
         self.gateway = start_gateway(self.upstream.port, SHAPES, workers=workers)
         self._floors: dict[tuple[int, int], Proc] = {}
+        self._builtin: Proc | None = None
+        self._nginx: Proc | None = None
+        self.nginx_missing = find_nginx() is None
+
+    def proxies(self) -> list[str]:
+        """The targets `nonstream` and `stream` compare: the baselines and both clients."""
+        nginx = [] if self.nginx_missing else ["nginx"]
+        return ["direct", "floor", *nginx, "tidegate", "tidegate-builtin"]
 
     def url(self, target: str, chunks: int, delay: int) -> tuple[str, str, Proc]:
         """(URL, model name, process) of a target for a response shape."""
@@ -71,11 +85,37 @@ class Bench:
         if target == "floor":
             floor = self._floor(chunks, delay)
             return f"http://127.0.0.1:{floor.port}/", "bench", floor
+        if target == "nginx":
+            nginx = self.nginx()
+            return (
+                f"http://127.0.0.1:{nginx.port}/c{chunks}/d{delay}/v1/chat/completions",
+                "bench",
+                nginx,
+            )
+        gateway = self.builtin() if target == "tidegate-builtin" else self.gateway
         return (
-            f"http://127.0.0.1:{self.gateway.port}/v1/chat/completions",
+            f"http://127.0.0.1:{gateway.port}/v1/chat/completions",
             f"oa-c{chunks}-d{delay}",
-            self.gateway,
+            gateway,
         )
+
+    def builtin(self) -> Proc:
+        """The gateway with `http.client: builtin`, started on first use."""
+        if self._builtin is None:
+            self._builtin = start_gateway(self.upstream.port, SHAPES, http_client="builtin")
+        return self._builtin
+
+    def nginx(self) -> Proc:
+        """nginx in front of the upstream (bench/nginx.py), started on first use."""
+        if self._nginx is None:
+            cmd = [
+                sys.executable,
+                str(Path(__file__).parent / "nginx.py"),
+                "--upstream-port",
+                str(self.upstream.port),
+            ]
+            self._nginx = Proc(cmd, r"listening on (\d+)")
+        return self._nginx
 
     def _shape_url(self, chunks: int, delay: int) -> str:
         return f"http://127.0.0.1:{self.upstream.port}/c{chunks}/d{delay}/v1/chat/completions"
@@ -92,7 +132,8 @@ class Bench:
         return self._floors[(chunks, delay)]
 
     def close(self) -> None:
-        for proc in [self.gateway, self.upstream, *self._floors.values()]:
+        extra = [p for p in (self._builtin, self._nginx) if p is not None]
+        for proc in [self.gateway, *extra, self.upstream, *self._floors.values()]:
             proc.stop()
 
 
@@ -122,18 +163,56 @@ def measure(
     return samples, wall, statistics.median(cpus)
 
 
+def measure_interleaved(
+    b: Bench,
+    targets: list[str],
+    chunks: int,
+    stream: bool,
+    concurrency: int,
+    total: int,
+) -> dict[str, tuple[list[Sample], float, float]]:
+    """`measure` for several targets, taking turns within each repeat: per target the samples
+    and wall time of its last run and the median of its CPU seconds per successful request."""
+    runs: dict[str, tuple[Proc, str, dict[str, Any]]] = {}
+    for target in targets:
+        url, model, proc = b.url(target, chunks, 0)
+        body: dict[str, Any] = {"model": model, "messages": MESSAGES}
+        if stream:
+            body["stream"] = True
+        runs[target] = (proc, url, body)
+        go(url, body, concurrency, max(n(100), total // 10))  # warm-up
+    cpus: dict[str, list[float]] = {t: [] for t in targets}
+    last: dict[str, tuple[list[Sample], float]] = {}
+    for _ in range(REPEAT):
+        for target, (proc, url, body) in runs.items():
+            cpu0, t0 = proc.cpu_seconds(), time.perf_counter()
+            samples = go(url, body, concurrency, total)
+            last[target] = (samples, time.perf_counter() - t0)
+            ok = max(1, sum(s.ok for s in samples))
+            cpus[target].append((proc.cpu_seconds() - cpu0) / ok)
+    return {t: (*last[t], statistics.median(cpus[t])) for t in targets}
+
+
+def _ratio(cpu: float, nginx: float | None) -> object:
+    return cpu / nginx if nginx else "-"
+
+
+def _nginx_note(b: Bench) -> str:
+    if b.nginx_missing:
+        return "\n\nnginx is not installed (`apt-get install nginx`): its baseline is skipped."
+    return ""
+
+
 def nonstream(b: Bench) -> str:
     rows = []
+    targets = b.proxies()
     for concurrency, total in ((1, n(1500)), (32, n(6000))):
-        base = 0.0
-        for target in ("direct", "floor", "tidegate"):
-            url, model, proc = b.url(target, 1, 0)
-            samples, wall, cpu = measure(
-                proc, url, {"model": model, "messages": MESSAGES}, concurrency, total
-            )
+        results = measure_interleaved(b, targets, 1, False, concurrency, total)
+        base = median([s.latency for s in results["direct"][0] if s.ok])
+        nginx = results["nginx"][2] if "nginx" in results else None
+        for target in targets:
+            samples, wall, cpu = results[target]
             lat = [s.latency for s in samples if s.ok]
-            if target == "direct":
-                base = median(lat)
             rows.append(
                 [
                     target,
@@ -144,24 +223,35 @@ def nonstream(b: Bench) -> str:
                     pct(lat, 99) * 1e3,
                     "" if target == "direct" else (median(lat) - base) * 1e3,
                     "" if target == "direct" else cpu * 1e3,
+                    "" if target == "direct" else _ratio(cpu, nginx),
                 ]
             )
     return table(
         "Non-streaming small requests",
-        ["target", "conc", "ok", "req/s", "p50 ms", "p99 ms", "added p50 ms", "CPU ms/req"],
+        [
+            "target",
+            "conc",
+            "ok",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "added p50 ms",
+            "CPU ms/req",
+            "CPU vs nginx",
+        ],
         rows,
-    )
+    ) + _nginx_note(b)
 
 
 def stream(b: Bench) -> str:
     concurrency, total, chunks = 32, n(600), 50
     rows = []
     base = 0.0
-    for target in ("direct", "floor", "tidegate"):
-        url, model, proc = b.url(target, chunks, 0)
-        samples, wall, cpu = measure(
-            proc, url, {"model": model, "messages": MESSAGES, "stream": True}, concurrency, total
-        )
+    targets = b.proxies()
+    results = measure_interleaved(b, targets, chunks, True, concurrency, total)
+    nginx = results["nginx"][2] if "nginx" in results else None
+    for target in targets:
+        samples, wall, cpu = results[target]
         ok = [s for s in samples if s.ok]
         ttfb = [s.ttfb for s in ok]
         if target == "direct":
@@ -175,6 +265,7 @@ def stream(b: Bench) -> str:
                 len(ok) * chunks / wall,
                 "" if target == "direct" else (median(ttfb) - base) * 1e3,
                 "" if target == "direct" else cpu / chunks * 1e6,
+                "" if target == "direct" else _ratio(cpu, nginx),
             ]
         )
     return table(
@@ -187,9 +278,10 @@ def stream(b: Bench) -> str:
             "chunks/s",
             "added TTFB p50 ms",
             "CPU µs/chunk",
+            "CPU vs nginx",
         ],
         rows,
-    )
+    ) + _nginx_note(b)
 
 
 def concurrent(b: Bench) -> str:
@@ -576,7 +668,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("scenario", choices=[*SCENARIOS, "soak", "all"])
+    parser.add_argument(
+        "scenario", nargs="+", choices=[*SCENARIOS, "soak", "all"], help="one or more, in order"
+    )
     parser.add_argument("--seconds", type=float, default=600, help="soak duration")
     parser.add_argument("--repeat", type=int, default=REPEAT, help="runs per CPU figure (median)")
     parser.add_argument("--quick", action="store_true", help="tiny loads: check the scripts run")
@@ -585,11 +679,12 @@ def main() -> None:
     SCALE = 0.02 if args.quick else 1.0
     bench = Bench()
     try:
-        if args.scenario == "soak":
-            print(soak(bench, args.seconds), flush=True)
-            return
-        for name in list(SCENARIOS) if args.scenario == "all" else [args.scenario]:
-            print(SCENARIOS[name](bench), flush=True)
+        names: list[str] = []
+        for name in args.scenario:
+            names += list(SCENARIOS) if name == "all" else [name]
+        for name in names:
+            figures = soak(bench, args.seconds) if name == "soak" else SCENARIOS[name](bench)
+            print(figures, flush=True)
     finally:
         bench.close()
 

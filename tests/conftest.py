@@ -51,6 +51,9 @@ SCENARIOS = {
 FORMATS = ["openai", "kb", "anthropic", "gemini", "ollama", "openai-responses"]
 TEST_TIMEOUTS = {"connect": 2, "first_byte": 1.5, "idle": 0.6, "total": 60}
 _LISTENING = re.compile(r"listening on (http://\S+?:\d+)")
+#: `TIDEGATE_TEST_HTTP_CLIENT=builtin` runs every gateway the tests start with that upstream
+#: client (`http.client`), unless a test's config names one itself.
+HTTP_CLIENT = os.environ.get("TIDEGATE_TEST_HTTP_CLIENT", "")
 
 
 class GatewayProcess:
@@ -68,6 +71,8 @@ class GatewayProcess:
         self.url = ""
         cmd = [sys.executable, "-m", "tidegate", "serve", "--port", "0", *(args or [])]
         if config is not None:
+            if HTTP_CLIENT and "client" not in config.get("http", {}):
+                config = {**config, "http": {**config.get("http", {}), "client": HTTP_CLIENT}}
             path = workdir / "tidegate.yaml"
             path.write_text(yaml.safe_dump(config, sort_keys=False))
             cmd += ["--config", str(path)]

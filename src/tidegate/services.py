@@ -20,6 +20,7 @@ from tidegate.events import Usage
 from tidegate.limits import Limits
 from tidegate.loopwatch import LoopLag
 from tidegate.providers.credentials import ProviderRuntime
+from tidegate.providers.h1client import H1Client
 from tidegate.providers.http import AiohttpClient, UpstreamClient
 from tidegate.redact import RUNTIME_SECRETS, Redactor
 from tidegate.settings import Config
@@ -83,11 +84,7 @@ class Services:
         #: The streams this process is serving (stop one, or all at shutdown).
         self.streams = StreamRegistry(self.state)
         #: The one pooled upstream client, open between the app's start-up and shutdown.
-        self.client: UpstreamClient = client or AiohttpClient(
-            pool_size=config.http.pool_size,
-            keepalive_seconds=config.http.keepalive_seconds,
-            user_agent=f"tidegate/{__version__}",
-        )
+        self.client: UpstreamClient = client or make_client(config)
 
     @property
     def ready(self) -> bool:
@@ -167,3 +164,14 @@ def ledger_status(ctx: RequestContext) -> str:
     if code is None and 200 <= ctx.status < 300:
         return "ok"
     return "error"
+
+
+def make_client(config: Config) -> UpstreamClient:
+    """The upstream client `http.client` names, sized by `http.pool_size`."""
+    http = config.http
+    kind = H1Client if http.client == "builtin" else AiohttpClient
+    return kind(
+        pool_size=http.pool_size,
+        keepalive_seconds=http.keepalive_seconds,
+        user_agent=f"tidegate/{__version__}",
+    )

@@ -239,8 +239,10 @@ class LimitsConfig(Frozen):
 
 
 class HttpConfig(Frozen):
-    """The pooled upstream HTTP client."""
+    """The pooled upstream HTTP client: `aiohttp` (the default), or `builtin`, tidegate's own
+    HTTP/1.1 client on asyncio protocols and httptools (providers/h1client.py)."""
 
+    client: Literal["aiohttp", "builtin"] = "aiohttp"
     pool_size: PositiveInt = 512
     keepalive_seconds: PositiveFloat = 30.0
 

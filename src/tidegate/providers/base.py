@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import orjson
 
@@ -117,9 +117,11 @@ class Provider(ABC):
 
     def build_passthrough(self, body: dict[str, Any], stream: bool) -> UpstreamCall:
         """The upstream request for a body already in this provider's own format."""
-        codec = self.codec
-        if not isinstance(codec, PassthroughCodec):
+        # Not `isinstance(codec, PassthroughCodec)`: a runtime Protocol check walks the
+        # protocol's members every time, about 0.1 ms per request (cProfile, issue 15).
+        if not hasattr(self.codec, "passthrough_to_wire"):
             raise NotImplementedError(f"{self.name} has no pass-through")
+        codec = cast(PassthroughCodec, self.codec)
         body, filt = codec.passthrough_to_wire(body, self.config.upstream_model, stream)
         call = UpstreamCall(
             self.url_for(stream), orjson.dumps(body), self.headers_for(stream), stream=stream
