@@ -145,11 +145,12 @@ def start_gateway(
     workers: int = 1,
     extra_args: Sequence[str] = (),
     http_client: str = "aiohttp",
+    extra_config: dict[str, Any] | None = None,
 ) -> Proc:
     """tidegate with a pass-through model `oa-c<N>-d<D>`, an Anthropic-format `an-c<N>-d<D>`
     and a described one `ds-c<N>-d<D>` (seed 001's chat mapping, `DESCRIBED_SSE`, over the
     same OpenAI-format stream) for each (chunks, delay_ms) shape; `http_client` is its
-    `http.client` (aiohttp or builtin)."""
+    `http.client` (aiohttp or builtin); `extra_config` is merged into its config."""
     models = []
     for chunks, delay in shapes:
         base = f"http://127.0.0.1:{upstream_port}/c{chunks}/d{delay}"
@@ -182,6 +183,7 @@ def start_gateway(
         "models": models,
         "providers": [DESCRIBED_SSE],
         "http": {"pool_size": 2048, "client": http_client},
+        **(extra_config or {}),
     }
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         yaml.safe_dump(config, handle)
@@ -215,10 +217,15 @@ class Sample:
 
 
 async def one_request(
-    session: aiohttp.ClientSession, url: str, body: bytes, stream: bool
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    stream: bool,
+    headers: dict[str, str] | None = None,
 ) -> Sample:
     start = time.perf_counter()
-    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    async with session.post(url, data=body, headers=sent) as resp:
         if not stream:
             await resp.read()
             now = time.perf_counter()
@@ -239,7 +246,13 @@ async def one_request(
 
 
 async def load(
-    url: str, payload: dict[str, Any], *, concurrency: int, total: int, seconds: float = 60.0
+    url: str,
+    payload: dict[str, Any],
+    *,
+    concurrency: int,
+    total: int,
+    seconds: float = 60.0,
+    headers: dict[str, str] | None = None,
 ) -> list[Sample]:
     """`total` requests, `concurrency` at a time, stopping early after `seconds`."""
     body = orjson.dumps(payload)
@@ -257,7 +270,7 @@ async def load(
             while remaining > 0 and time.monotonic() < deadline:
                 remaining -= 1
                 try:
-                    samples.append(await one_request(s, url, body, stream))
+                    samples.append(await one_request(s, url, body, stream, headers))
                 except aiohttp.ClientError:
                     samples.append(Sample(0, 0, ok=False))
 

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
-    "scenario", ["nonstream", "stream", "translation", "memory", "concurrent", "described"]
+    "scenario",
+    ["nonstream", "stream", "translation", "memory", "concurrent", "described", "tenancy"],
 )
 def test_bench_scenario_runs(scenario: str) -> None:
     result = subprocess.run(
@@ -26,7 +27,9 @@ def test_bench_scenario_runs(scenario: str) -> None:
     rows = [
         line
         for line in result.stdout.splitlines()
-        if line.startswith("| tidegate") or "pass-through" in line or "described SSE" in line
+        if line.startswith(("| tidegate", "| sqlite"))
+        or "pass-through" in line
+        or "described SSE" in line
     ]
     assert rows, result.stdout
 
