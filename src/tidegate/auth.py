@@ -21,13 +21,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from tidegate.asgi import Request
 from tidegate.errors import Forbidden, StoreUnavailable
 from tidegate.settings import AuthConfig, ClientKey, KeyPolicy
 from tidegate.state import State
-from tidegate.store.keys import KeyRecord, KeyRepository
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported by who opens one, not by every user
+    from tidegate.store.keys import KeyRecord, KeyRepository
 
 
 @dataclass(frozen=True, slots=True)

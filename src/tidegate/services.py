@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidegate import __version__, pricing
 from tidegate.auth import Keys, ManagedKeys, StaticKeys
@@ -25,8 +25,10 @@ from tidegate.providers.http import AiohttpClient, UpstreamClient
 from tidegate.redact import RUNTIME_SECRETS, Redactor
 from tidegate.settings import Config
 from tidegate.state import State, open_state
-from tidegate.store import Store
 from tidegate.streams import StreamRegistry
+
+if TYPE_CHECKING:  # imported by who opens a store (app.create_app), not by every user
+    from tidegate.store import Store
 
 
 class Services:

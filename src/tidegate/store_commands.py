@@ -15,14 +15,17 @@ import asyncio
 import sys
 from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tidegate.auth import KEYS_CHANNEL
 from tidegate.errors import ConfigError
 from tidegate.settings import Config
-from tidegate.state import open_state
-from tidegate.store import Store, StoreError, ledger, migrate
-from tidegate.store.keys import KeyRecord, KeyRequestError, UnknownKey, new_key_request
+
+if TYPE_CHECKING:
+    from tidegate.store import Store
+    from tidegate.store.keys import KeyRecord
+
+# The store (SQLAlchemy) is imported only by the commands that use it: `tidegate check` and
+# the other commands start as fast as before.
 
 EXIT_CONFIG = 2
 KEY_COMMANDS = ("create", "list", "disable", "rotate")
@@ -79,6 +82,8 @@ def handles_keys(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace, load: Callable[[], Config]) -> int:
     """Run a `keys` (managed), `db` or `usage` command; returns the exit status."""
+    from tidegate.store import StoreError
+
     try:
         config = load()
     except ConfigError as exc:
@@ -99,6 +104,8 @@ def run(args: argparse.Namespace, load: Callable[[], Config]) -> int:
 
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
+    from tidegate.store import Store
+
     store = Store(config.database, config.ledger)
     try:
         if args.command == "db":
@@ -112,6 +119,8 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _db(args: argparse.Namespace, store: Store) -> int:
+    from tidegate.store import StoreError, migrate
+
     if args.db_command == "current":
         try:
             at = await migrate.current(store.engine)
@@ -130,6 +139,8 @@ async def _db(args: argparse.Namespace, store: Store) -> int:
 
 
 async def _keys(args: argparse.Namespace, config: Config, store: Store) -> int:
+    from tidegate.store.keys import KeyRequestError, UnknownKey, new_key_request
+
     repo = store.keys
     try:
         if args.keys_command == "list":
@@ -175,6 +186,9 @@ async def _keys(args: argparse.Namespace, config: Config, store: Store) -> int:
 
 async def _announce(config: Config) -> None:
     """Tell running gateways (through the shared state) to forget cached key lookups."""
+    from tidegate.auth import KEYS_CHANNEL
+    from tidegate.state import open_state
+
     if config.state == "memory":
         return  # nothing shared: gateways forget within seconds by themselves
     state = open_state(config.state)
@@ -235,6 +249,8 @@ def table(rows: list[list[str]]) -> str:
 
 
 async def _usage(args: argparse.Namespace, store: Store) -> int:
+    from tidegate.store import ledger
+
     try:
         groups = ledger.parse_groups(args.by)
     except ValueError as exc:
@@ -268,6 +284,8 @@ async def check_for_serve(config: Config) -> tuple[str | None, int]:
     A new SQLite file is created and brought up to date here."""
     if config.database == "off":
         return None, 0
+    from tidegate.store import Store, StoreError
+
     store = Store(config.database, config.ledger)
     try:
         await store.open()
