@@ -92,6 +92,14 @@ class Target:
         return f"http://127.0.0.1:{self.proc.port}/v1/chat/completions"
 
 
+def _static(key: str) -> dict[str, Any]:
+    """A static client key with the same limits as the managed one."""
+    return {
+        "key": key, "name": "bench", "rpm": 100_000_000, "tpm": 1_000_000_000,
+        "max_streams": 100_000, "budget": 1e9, "period": "month",
+    }  # fmt: skip
+
+
 def _prices() -> dict[str, Any]:
     return {f"oa-c{c}-d{d}": PRICE for c, d in SHAPES}
 
@@ -106,6 +114,14 @@ def start_targets(upstream_port: int, tmp: Path) -> tuple[list[Target], list[str
     sqlite = {"database": f"sqlite:///{tmp}/bench.db", "prices": _prices()}
     key = _managed_key({"models": [{"name": "x", "provider": "demo"}], **sqlite})
     targets.append(Target("sqlite", start_gateway(upstream_port, SHAPES, extra_config=sqlite), key))
+    # The parts alone: the ledger without keys, and a static key's limits without a database.
+    ledger_only = {"database": f"sqlite:///{tmp}/ledger-only.db", "prices": _prices()}
+    proc = start_gateway(upstream_port, SHAPES, extra_config=ledger_only)
+    targets.append(Target("ledger only (sqlite)", proc, None))
+    static = secrets.token_urlsafe(16)
+    limited = {"database": "off", "prices": _prices(), "auth": {"api_keys": [_static(static)]}}
+    proc = start_gateway(upstream_port, SHAPES, extra_config=limited)
+    targets.append(Target("limits only (memory)", proc, static))
     dropped: list[str] = []
     name = f"tidegate_bench_{secrets.token_hex(4)}"
     try:
@@ -125,6 +141,10 @@ def start_targets(upstream_port: int, tmp: Path) -> tuple[list[Target], list[str
         notes.append(f"postgres+redis skipped: {exc}")
         return targets, notes, dropped
     targets.append(Target("postgres+redis", proc, key))
+    limited = {"database": "off", "state": REDIS, "prices": _prices()}
+    limited["auth"] = {"api_keys": [_static(static)]}
+    proc = start_gateway(upstream_port, SHAPES, extra_config=limited)
+    targets.append(Target("limits only (redis)", proc, static))
     return targets, notes, dropped
 
 

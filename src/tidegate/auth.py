@@ -139,6 +139,8 @@ def check_model(identity: Identity | None, model: str) -> None:
         )
 
 
+_NO_POLICY = KeyPolicy()
+
 #: The state channel on which a change of managed keys is announced to every instance.
 KEYS_CHANNEL = "tidegate:keys"
 _log = logging.getLogger("tidegate.auth")
@@ -161,7 +163,8 @@ class ManagedKeys:
         self._state = state
         self._ttl = ttl
         self._clock = clock
-        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        #: digest -> (until when, the record or None, the identity it stands for)
+        self._cache: dict[str, tuple[float, KeyRecord | None, Identity | None]] = {}
         self._any: tuple[float, bool] | None = None
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
 
@@ -169,9 +172,7 @@ class ManagedKeys:
         """The identity of a managed key that is neither disabled nor expired, or None."""
         now = self._clock()
         hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
-            record = hit[1]
-        else:
+        if hit is None or hit[0] <= now:
             try:
                 record = await self.repository.find(digest)
             except Exception as exc:
@@ -181,11 +182,15 @@ class ManagedKeys:
                 ) from None
             if len(self._cache) >= self.MAX_CACHED:
                 self._cache.clear()
-            self._cache[digest] = (now + self._ttl, record)
+            identity = None
+            if record is not None:
+                policy = record.policy if record.policy != _NO_POLICY else None
+                identity = Identity(record.id, record.name, record.user, policy=policy)
+            hit = self._cache[digest] = (now + self._ttl, record, identity)
+        record = hit[1]
         if record is None or record.disabled or record.expired():
             return None
-        policy = record.policy if record.policy != KeyPolicy() else None
-        return Identity(record.id, record.name, record.user, policy=policy)
+        return hit[2]
 
     async def any(self) -> bool:
         """True when the database holds a usable managed key (cached like lookups)."""

@@ -37,6 +37,8 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import functools
+import itertools
 import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -57,13 +59,21 @@ CHARGE_EVERY = 64
 #: Retry-After of a refusal for concurrent streams: a stream may end any moment.
 STREAM_RETRY = 1.0
 
+#: Who holds a stream slot: this process (random, so instances never collide) and a counter.
+_PROCESS = os.urandom(6).hex() + ":"
+_holders = itertools.count()
 _PREFIX = "limit:"
 
 
 def period_bounds(period: str, now: float) -> tuple[str, float]:
     """The calendar period (UTC) containing `now`: its name (`2026-11-30`, `2026-W48`,
     `2026-11`) and when it ends, in wall-clock seconds."""
-    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return _period_of_day(period, int(now // 86400))
+
+
+@functools.lru_cache(maxsize=64)
+def _period_of_day(period: str, day_number: int) -> tuple[str, float]:
+    day = datetime.fromtimestamp(day_number * 86400, UTC)
     if period == "day":
         return day.strftime("%Y-%m-%d"), (day + timedelta(days=1)).timestamp()
     if period == "week":
@@ -152,7 +162,7 @@ class Limits:
                     f"key {label!r} is over its limit of {policy.tpm} tokens per minute",
                     retry_after=wait,
                 )
-        holder = os.urandom(8).hex()
+        holder = f"{_PROCESS}{next(_holders)}"
         slots_key = None
         if policy.max_streams is not None:
             slots_key = base + "streams"
