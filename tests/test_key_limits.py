@@ -547,3 +547,21 @@ def test_an_unreachable_state_is_a_503_not_a_500() -> None:
             assert (await gw.post("/v1/chat/completions", BODY, plain)).status == 200
 
     run(test)
+
+
+def test_a_key_with_a_models_list_sees_only_those_models() -> None:
+    """`GET /v1/models` lists what the key may use, and `GET /v1/models/{id}` of another model
+    is a 404, as for a model that does not exist; a key without a list sees every model."""
+
+    async def test() -> None:
+        async with driver(models=["m"]) as gw:
+            listed = await gw.request("GET", "/v1/models", headers=AUTH)
+            assert [m["id"] for m in listed.json()["data"]] == ["m"]
+            assert (await gw.request("GET", "/v1/models/m", headers=AUTH)).status == 200
+            hidden = await gw.request("GET", "/v1/models/other", headers=AUTH)
+            assert hidden.status == 404 and "'other'" not in error_message(hidden).split(";")[1]
+            plain = {"Authorization": "Bearer sk-plain-key-0123456789"}
+            everything = await gw.request("GET", "/v1/models", headers=plain)
+            assert [m["id"] for m in everything.json()["data"]] == ["m", "other"]
+
+    run(test)

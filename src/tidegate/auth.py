@@ -53,6 +53,11 @@ class Identity:
         """How logs name the key."""
         return self.name or self.key_id
 
+    def may_use(self, model: str) -> bool:
+        """True unless the key's policy lists models and not this one."""
+        policy = self.policy
+        return policy is None or not policy.models or model in policy.models
+
 
 ANONYMOUS = Identity("anonymous")
 

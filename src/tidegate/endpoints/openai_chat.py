@@ -48,22 +48,30 @@ def _model_object(services: Services, name: str) -> dict[str, Any]:
 async def list_models(
     services: Services, ctx: RequestContext, request: Request, send: Send
 ) -> None:
-    """Every configured model name, in OpenAI's list format."""
-    data = [_model_object(services, name) for name in services.router.names()]
+    """Every configured model the key may use, in OpenAI's list format."""
+    data = [_model_object(services, name) for name in _visible(services, ctx)]
     ctx.status = 200
     body = orjson.dumps({"object": "list", "data": data})
     await send_bytes(send, 200, body, headers=ctx.headers_out)
 
 
 async def get_model(services: Services, ctx: RequestContext, request: Request, send: Send) -> None:
-    """One configured model, or 404 in OpenAI's error format."""
+    """One configured model the key may use, or 404 in OpenAI's error format."""
     name = request.params["model"]
-    if name not in services.router.groups:
-        raise UnknownModel(name, services.router.names())
+    visible = _visible(services, ctx)
+    if name not in visible:
+        raise UnknownModel(name, visible)
     ctx.status = 200
     await send_bytes(
         send, 200, orjson.dumps(_model_object(services, name)), headers=ctx.headers_out
     )
+
+
+def _visible(services: Services, ctx: RequestContext) -> list[str]:
+    """The model names the request's key may use (all of them for a key without a list)."""
+    names = services.router.names()
+    identity = ctx.identity
+    return names if identity is None else [n for n in names if identity.may_use(n)]
 
 
 ROUTES = [
