@@ -464,6 +464,7 @@ def _count_state_calls(gw: Driver) -> list[str]:
     calls: list[str] = []
     state = gw.services.state
     names = (
+        "admit",
         "events_take",
         "window_take",
         "window_add",
@@ -491,7 +492,8 @@ def test_a_key_without_a_policy_costs_no_state_operation() -> None:
             assert (await gw.post("/v1/chat/completions", BODY, plain)).status == 200
             assert calls == []
             assert (await gw.post("/v1/chat/completions", BODY, AUTH)).status == 200
-            assert calls == ["events_take"]  # rpm only: nothing else is asked of the state
+            # rpm only: one admission, which (in memory) takes one log entry, and nothing else
+            assert calls == ["admit", "events_take"]
 
     run(test)
 

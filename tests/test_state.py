@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from typing import Any
 
 import pytest
 
-from tidegate.state import State, open_state
+from tidegate.state import LimitCheck, State, open_state
 
 REDIS_URL = os.environ.get("TIDEGATE_TEST_REDIS_URL")
 
@@ -174,6 +175,52 @@ def test_a_sliding_log_admits_exactly_the_limit_in_any_window(state_url: str) ->
         # much later the whole log has left the window; at once, exactly five of nine get in
         many = await asyncio.gather(*(state.events_take(key, 5, 60, t0 + 500) for _ in range(9)))
         assert sorted(ok for ok, _ in many) == [False] * 4 + [True] * 5
+
+    run(state_url, test)
+
+
+def test_an_admission_checks_every_limit_at_once_and_takes_nothing_when_refused(
+    state_url: str,
+) -> None:
+    async def test(state: State, ns: str) -> None:
+        t0 = 6030.0
+
+        def check(holder: str, now: float = t0, **limits: Any) -> LimitCheck:
+            return LimitCheck(
+                now,
+                60.0,
+                spend_key=ns + "spend",
+                tpm_key=ns + "tpm",
+                slots_key=ns + "slots",
+                rpm_key=ns + "rpm",
+                holder=holder,
+                slot_ttl=30.0,
+                **limits,
+            )
+
+        limits = {"budget": 1.0, "tpm": 100.0, "max_streams": 2, "rpm": 3}
+        assert await state.admit(check("a", **limits)) == (None, 0.0)
+        assert await state.admit(check("b", **limits)) == (None, 0.0)
+        # two slots held: refused, and no request was logged for it
+        assert await state.admit(check("c", **limits)) == ("streams", 0.0)
+        await state.slot_release(ns + "slots", "a")
+        assert await state.admit(check("c", **limits)) == (None, 0.0)
+        await state.slot_release(ns + "slots", "b")
+        # three requests logged: the fourth is refused until the first leaves the minute,
+        # and the slot it would have taken is still free
+        refused, wait = await state.admit(check("d", now=t0 + 10, **limits))
+        assert refused == "rpm" and wait == pytest.approx(50)
+        assert await state.slot_acquire(ns + "slots", "x", 2, 30.0, t0 + 10)
+        await state.slot_release(ns + "slots", "x")
+        # tokens: the window is checked, not charged
+        await state.window_add(ns + "tpm", 100, 60.0, t0 + 61)
+        refused, wait = await state.admit(check("e", now=t0 + 61, **limits))
+        assert refused == "tpm" and wait > 0
+        # money: the budget is checked first of all
+        await state.incr_float(ns + "spend", 1.5)
+        assert await state.admit(check("f", now=t0 + 61, **limits)) == ("budget", 1.5)
+        # a check without keys admits at once
+        assert await state.admit(LimitCheck(t0)) == (None, 0.0)
 
     run(state_url, test)
 

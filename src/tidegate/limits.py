@@ -25,10 +25,11 @@ a key over a limit a 429 naming the limit, with `Retry-After`. An admitted reque
   a request is refused while the spend is at or over the budget, so it is overspent by at most
   the requests in flight when it was reached (one, with `max_streams: 1`).
 
-Counters live in the shared state (`State.events_take`, `window_take`, `slot_acquire`,
-`incr_float`): in the
-process by default, atomic Redis scripts with `state: redis://...`, so every instance enforces
-one limit. Time is the injected wall clock (`Services(wall=...)`), so tests move it by hand.
+Counters live in the shared state: in the process by default, Redis with `state: redis://...`,
+so every instance enforces one limit. Admission is one atomic operation (`State.admit`: one
+Lua script, one round trip, whatever limits the key has); charges (`window_add`, `incr_float`)
+and the slot's release (`slot_release`) follow as the request runs and ends. Time is the
+injected wall clock (`Services(wall=...)`), so tests move it by hand.
 A key is named by `Identity.label` (its name, or a prefix of its hash), never by the key.
 """
 
@@ -49,7 +50,7 @@ from tidegate.events import Event, Usage, UsageUpdate
 from tidegate.logs import log
 from tidegate.pricing import cost, price_for
 from tidegate.settings import KeyPolicy, Price
-from tidegate.state import State
+from tidegate.state import LimitCheck, State
 
 MINUTE = 60.0
 #: Seconds a stream slot lives without renewal (a dead instance's slots free after this).
@@ -58,6 +59,10 @@ SLOT_TTL = 120.0
 CHARGE_EVERY = 64
 #: Retry-After of a refusal for concurrent streams: a stream may end any moment.
 STREAM_RETRY = 1.0
+
+#: How long a period's spend counter is kept after it was first charged: the longest period
+#: (a month) and a day.
+SPEND_TTL = 32 * 86400.0
 
 #: Who holds a stream slot: this process (random, so instances never collide) and a counter.
 _PROCESS = os.urandom(6).hex() + ":"
@@ -140,52 +145,54 @@ class Limits:
             ) from None
 
     async def _admit(self, identity: Identity, policy: KeyPolicy, model: str) -> Lease:
-        state, now, label = self._state, self._wall(), identity.label
+        now, label = self._wall(), identity.label
         base = _PREFIX + identity.key_id + ":"
-        spend_key = None
+        spend_key = ends = None
         if policy.budget is not None:
             name, ends = period_bounds(policy.period, now)
             spend_key = f"{base}spend:{name}"
-            spent = await state.incr_float(spend_key, 0.0, ttl=ends - now + 86400)
-            if spent >= policy.budget:
-                raise RateLimited(
-                    f"key {label!r} is over its budget of {_money(policy.budget)} per "
-                    f"{policy.period} (spent {_money(spent)}); it renews at "
-                    f"{datetime.fromtimestamp(ends, UTC):%Y-%m-%dT%H:%M:%SZ}",
-                    retry_after=ends - now,
-                    code="budget_exceeded",
-                )
-        if policy.tpm is not None:
-            ok, wait = await state.window_take(base + "tpm", 0, policy.tpm, MINUTE, now)
-            if not ok:
-                raise RateLimited(
-                    f"key {label!r} is over its limit of {policy.tpm} tokens per minute",
-                    retry_after=wait,
-                )
-        holder = f"{_PROCESS}{next(_holders)}"
-        slots_key = None
-        if policy.max_streams is not None:
-            slots_key = base + "streams"
-            if not await state.slot_acquire(slots_key, holder, policy.max_streams, SLOT_TTL, now):
-                raise RateLimited(
-                    f"key {label!r} is at its limit of {policy.max_streams} concurrent stream(s)",
-                    retry_after=STREAM_RETRY,
-                )
-        if policy.rpm is not None:
-            try:
-                ok, wait = await state.events_take(base + "rpm", policy.rpm, MINUTE, now)
-            except BaseException:
-                if slots_key is not None:
-                    await state.slot_release(slots_key, holder)
-                raise
-            if not ok:
-                if slots_key is not None:
-                    await state.slot_release(slots_key, holder)
-                raise RateLimited(
-                    f"key {label!r} is over its limit of {policy.rpm} requests per minute",
-                    retry_after=wait,
-                )
         tpm_key = base + "tpm" if policy.tpm is not None else None
+        slots_key = base + "streams" if policy.max_streams is not None else None
+        holder = f"{_PROCESS}{next(_holders)}"
+        check = LimitCheck(
+            now,
+            MINUTE,
+            spend_key=spend_key,
+            budget=policy.budget or 0.0,
+            tpm_key=tpm_key,
+            tpm=policy.tpm or 0,
+            slots_key=slots_key,
+            holder=holder,
+            max_streams=policy.max_streams or 0,
+            slot_ttl=SLOT_TTL,
+            rpm_key=base + "rpm" if policy.rpm is not None else None,
+            rpm=policy.rpm or 0,
+        )
+        refused, figure = await self._state.admit(check)
+        if refused == "budget":
+            assert policy.budget is not None and ends is not None
+            raise RateLimited(
+                f"key {label!r} is over its budget of {_money(policy.budget)} per "
+                f"{policy.period} (spent {_money(figure)}); it renews at "
+                f"{datetime.fromtimestamp(ends, UTC):%Y-%m-%dT%H:%M:%SZ}",
+                retry_after=ends - now,
+                code="budget_exceeded",
+            )
+        if refused == "tpm":
+            raise RateLimited(
+                f"key {label!r} is over its limit of {policy.tpm} tokens per minute",
+                retry_after=figure,
+            )
+        if refused == "streams":
+            raise RateLimited(
+                f"key {label!r} is at its limit of {policy.max_streams} concurrent stream(s)",
+                retry_after=STREAM_RETRY,
+            )
+        if refused == "rpm":
+            raise RateLimited(
+                f"key {label!r} is over its limit of {policy.rpm} requests per minute",
+                retry_after=figure,
+            )
         return Lease(self, model, label, holder, tpm_key, spend_key, slots_key)
 
 
@@ -287,7 +294,8 @@ class Lease:
             if tokens and self.tpm_key is not None:
                 await state.window_add(self.tpm_key, tokens, MINUTE, self._limits._wall())
             if money and self.spend_key is not None:
-                await state.incr_float(self.spend_key, money)
+                # the period's counter outlives its period by a day, then expires
+                await state.incr_float(self.spend_key, money, ttl=SPEND_TTL)
         except Exception as exc:
             log.warning("key %r: could not charge its usage: %s", self.label, type(exc).__name__)
 

@@ -15,10 +15,37 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 #: A subscriber to a broadcast channel: called with each message.
 Listener = Callable[[bytes], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCheck:
+    """What one admission checks and takes, in this order (a key left None is not checked):
+    a budget (`spend_key` must be under `budget`), a token window (`tpm_key`, a
+    `window_take` window, must be under `tpm`), a stream slot (`slots_key`, `max_streams`
+    held by distinct holders, taken as `holder` until `now + slot_ttl`), and a request log
+    (`rpm_key`, an `events_take` log, fewer than `rpm` in `window` seconds)."""
+
+    now: float
+    window: float = 60.0
+    spend_key: str | None = None
+    budget: float = 0.0
+    tpm_key: str | None = None
+    tpm: float = 0.0
+    slots_key: str | None = None
+    holder: str = ""
+    max_streams: int = 0
+    slot_ttl: float = 0.0
+    rpm_key: str | None = None
+    rpm: int = 0
+
+
+#: Which limit refused an admission.
+Refusal = Literal["budget", "tpm", "streams", "rpm"]
 
 
 class State(Protocol):
@@ -93,6 +120,15 @@ class State(Protocol):
         """Add `amount` to the float counter `key` atomically and return the new value (0
         reads it); a new counter starts at 0 and expires after `ttl` seconds."""
 
+    async def admit(self, check: LimitCheck) -> tuple[Refusal | None, float]:
+        """Check and take every limit of `check` atomically (one round trip in Redis):
+        (None, 0.0) when all hold — the slot and the log entry are taken —, else the limit
+        that refused and its figure (budget: what was spent; tpm and rpm: seconds until it
+        would pass; streams: 0.0), with nothing taken.
+
+        The checks are those of `incr_float(spend_key, 0)`, `window_take(tpm_key, 0, ...)`,
+        `slot_acquire` and `events_take`, on the same keys."""
+
     async def aclose(self) -> None:
         """Release connections and background tasks."""
 
@@ -125,6 +161,31 @@ def window_wait(
     return (1.0 - fraction) * window + max(0.0, needed) * window
 
 
+async def admit_in_steps(state: State, check: LimitCheck) -> tuple[Refusal | None, float]:
+    """`State.admit` by its single operations, for a state in which a coroutine without
+    awaits between them is atomic (the process's memory)."""
+    c = check
+    if c.spend_key is not None:
+        spent = await state.incr_float(c.spend_key, 0.0)
+        if spent >= c.budget:
+            return "budget", spent
+    if c.tpm_key is not None:
+        ok, wait = await state.window_take(c.tpm_key, 0, c.tpm, c.window, c.now)
+        if not ok:
+            return "tpm", wait
+    if c.slots_key is not None and not await state.slot_acquire(
+        c.slots_key, c.holder, c.max_streams, c.slot_ttl, c.now
+    ):
+        return "streams", 0.0
+    if c.rpm_key is not None:
+        ok, wait = await state.events_take(c.rpm_key, c.rpm, c.window, c.now)
+        if not ok:
+            if c.slots_key is not None:
+                await state.slot_release(c.slots_key, c.holder)
+            return "rpm", wait
+    return None, 0.0
+
+
 def open_state(url: str | None) -> State:
     """The state store a config names: `None` or `memory` for the process, `redis://...`."""
     if url is None or url == "memory":
@@ -139,8 +200,11 @@ def open_state(url: str | None) -> State:
 
 
 __all__ = [
+    "LimitCheck",
     "Listener",
+    "Refusal",
     "State",
+    "admit_in_steps",
     "open_state",
     "window_allows",
     "window_count",

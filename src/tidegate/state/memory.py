@@ -12,7 +12,15 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from tidegate.state import Listener, window_allows, window_count, window_wait
+from tidegate.state import (
+    LimitCheck,
+    Listener,
+    Refusal,
+    admit_in_steps,
+    window_allows,
+    window_count,
+    window_wait,
+)
 
 _SWEEP_EVERY = 1024  # writes between two sweeps of expired entries
 
@@ -204,6 +212,10 @@ class MemoryState:
             times.append(now)
             return True, 0.0
         return False, times[0] + window - now
+
+    async def admit(self, check: LimitCheck) -> tuple[Refusal | None, float]:
+        """Every limit of `check` at once (see `State.admit`): nothing in between yields."""
+        return await admit_in_steps(self, check)
 
     async def window_add(self, key: str, amount: float, window: float, now: float) -> None:
         """Add `amount` to the window `key`."""

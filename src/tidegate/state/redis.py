@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,9 +20,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
-from tidegate.state import Listener, window_wait
+from tidegate.state import LimitCheck, Listener, Refusal, window_wait
 
 _PREFIX = "tidegate:"
+#: Members of request logs are unique across instances: a random prefix per process, a counter.
+_PROCESS = os.urandom(6).hex()
+_members = itertools.count()
 _BLOCK_MS = 1000
 
 # KEYS[1] counter; ARGV[1] amount, ARGV[2] ttl in ms (0: none). New counters get the ttl.
@@ -79,8 +83,6 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {allowed, tostring(p), tostring(c), tostring(fraction)}
 """
 
-# Slots as a sorted set of holders scored by their expiry. KEYS[1] the set; ARGV[1] holder,
-# ARGV[2] limit, ARGV[3] now, ARGV[4] the holder's expiry, ARGV[5] the set's ttl in ms.
 # A sliding log: one member per event, scored by its time. ARGV: now, window, limit, member.
 # Returns {1, "0"} when recorded, else {0, seconds until the oldest event leaves the window}.
 _EVENTS = """
@@ -95,6 +97,8 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, tostring(tonumber(oldest[2]) + window - now)}
 """
 
+# Slots as a sorted set of holders scored by their expiry. KEYS[1] the set; ARGV[1] holder,
+# ARGV[2] limit, ARGV[3] now, ARGV[4] the holder's expiry, ARGV[5] the set's ttl in ms.
 _SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
@@ -103,6 +107,65 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonu
   return 1
 end
 return 0
+"""
+
+# Every limit of one admission at once (State.admit), the checks of _INCR_FLOAT (read), _WINDOW
+# (amount 0), _SLOT and _EVENTS in that order on the same keys. KEYS: the spend counter, the
+# token window, the slot set, the request log. ARGV: now, budget, tpm, the fixed window number
+# and fraction, max_streams, holder, the holder's expiry, the slot set's ttl in ms, rpm, the
+# window in seconds, the log member — a limit of -1 is not checked. Returns {'ok'}, or the
+# refusing limit and its figures: {'budget', spent}, {'tpm', previous, current, fraction},
+# {'streams'}, {'rpm', seconds}; a refusal takes nothing.
+_ADMIT = """
+local now = tonumber(ARGV[1])
+local budget = tonumber(ARGV[2])
+if budget >= 0 then
+  local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if spent >= budget then return {'budget', tostring(spent)} end
+end
+local tpm = tonumber(ARGV[3])
+if tpm >= 0 then
+  local number, fraction = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local h = redis.call('HMGET', KEYS[2], 'n', 'c', 'p')
+  local n, c, p = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
+  if n == nil then
+    c, p = 0, 0
+  elseif n < number then
+    if n == number - 1 then p = c else p = 0 end
+    c = 0
+  elseif n > number then
+    fraction = 0
+  end
+  if not (p * (1 - fraction) + c < tpm) then
+    return {'tpm', tostring(p), tostring(c), tostring(fraction)}
+  end
+end
+local streams = tonumber(ARGV[6])
+local took = false
+if streams >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if redis.call('ZSCORE', KEYS[3], ARGV[7]) or redis.call('ZCARD', KEYS[3]) < streams then
+    redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
+    redis.call('PEXPIRE', KEYS[3], ARGV[9])
+    took = true
+  else
+    return {'streams'}
+  end
+end
+local rpm = tonumber(ARGV[10])
+if rpm >= 0 then
+  local window = tonumber(ARGV[11])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[4]) < rpm then
+    redis.call('ZADD', KEYS[4], now, ARGV[12])
+    redis.call('PEXPIRE', KEYS[4], math.ceil(window * 1000))
+  else
+    if took then redis.call('ZREM', KEYS[3], ARGV[7]) end
+    local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+    return {'rpm', tostring(tonumber(oldest[2]) + window - now)}
+  end
+end
+return {'ok'}
 """
 
 # KEYS[1] counter; ARGV[1] amount, ARGV[2] ttl in ms (0: none). New counters get the ttl.
@@ -133,6 +196,7 @@ class RedisState:
         self._window = self._redis.register_script(_WINDOW)
         self._slot = self._redis.register_script(_SLOT)
         self._events = self._redis.register_script(_EVENTS)
+        self._admit = self._redis.register_script(_ADMIT)
         self._incr_float = self._redis.register_script(_INCR_FLOAT)
         self._listeners: dict[str, list[Listener]] = {}
         self._pubsub: PubSub | None = None
@@ -277,11 +341,50 @@ class RedisState:
         self, key: str, limit: int, window: float, now: float
     ) -> tuple[bool, float]:
         """Record one event in the sliding log `key` if it fits, in one script."""
-        member = f"{now!r}:{os.urandom(6).hex()}"
+        member = _member(now)
         reply: Any = await self._events(
             keys=[_PREFIX + "events:" + key], args=[repr(float(now)), repr(window), limit, member]
         )
         return bool(int(reply[0])), float(reply[1])
+
+    async def admit(self, check: LimitCheck) -> tuple[Refusal | None, float]:
+        """Every limit of `check` in one script (see `State.admit`)."""
+        c, window = check, check.window
+        number = c.now // window
+        fraction = (c.now - number * window) / window
+        # Unused keys still name a key of their own: the script never touches them.
+        keys = [
+            _PREFIX + (c.spend_key or "unused"),
+            _PREFIX + "window:" + (c.tpm_key or "unused"),
+            _PREFIX + "slots:" + (c.slots_key or "unused"),
+            _PREFIX + "events:" + (c.rpm_key or "unused"),
+        ]
+        args: list[str | int] = [
+            repr(float(c.now)),
+            repr(float(c.budget)) if c.spend_key is not None else "-1",
+            repr(float(c.tpm)) if c.tpm_key is not None else "-1",
+            int(number),
+            repr(fraction),
+            c.max_streams if c.slots_key is not None else -1,
+            c.holder,
+            repr(float(c.now + c.slot_ttl)),
+            max(1, int(c.slot_ttl * 1000)),
+            c.rpm if c.rpm_key is not None else -1,
+            repr(float(window)),
+            _member(c.now),
+        ]
+        reply: Any = await self._admit(keys=keys, args=args)
+        verdict = _text(reply[0])
+        if verdict == "ok":
+            return None, 0.0
+        if verdict == "budget":
+            return "budget", float(reply[1])
+        if verdict == "tpm":
+            previous, current, fraction = (float(v) for v in reply[1:4])
+            return "tpm", window_wait(previous, current, fraction, 0, c.tpm, window)
+        if verdict == "streams":
+            return "streams", 0.0
+        return "rpm", float(reply[1])
 
     async def window_add(self, key: str, amount: float, window: float, now: float) -> None:
         """Add `amount` to the window `key`."""
@@ -312,3 +415,13 @@ class RedisState:
         if self._pubsub is not None:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._redis.aclose(close_connection_pool=True)
+
+
+def _text(value: bytes | str) -> str:
+    """A Redis reply element as text (the client may or may not decode replies)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _member(now: float) -> str:
+    """A request log's new member: its time, then what makes it unique."""
+    return f"{now!r}:{_PROCESS}:{next(_members)}"
