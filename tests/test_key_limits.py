@@ -465,6 +465,7 @@ def _count_state_calls(gw: Driver) -> list[str]:
     state = gw.services.state
     names = (
         "admit",
+        "settle",
         "events_take",
         "window_take",
         "window_add",

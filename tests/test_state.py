@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tidegate.state import LimitCheck, State, open_state
+from tidegate.state import LimitCheck, Settlement, State, open_state
 
 REDIS_URL = os.environ.get("TIDEGATE_TEST_REDIS_URL")
 
@@ -221,6 +221,35 @@ def test_an_admission_checks_every_limit_at_once_and_takes_nothing_when_refused(
         assert await state.admit(check("f", now=t0 + 61, **limits)) == ("budget", 1.5)
         # a check without keys admits at once
         assert await state.admit(LimitCheck(t0)) == (None, 0.0)
+
+    run(state_url, test)
+
+
+def test_a_settlement_charges_and_releases_in_one_operation(state_url: str) -> None:
+    async def test(state: State, ns: str) -> None:
+        t0 = 6030.0
+        assert await state.slot_acquire(ns + "slots", "h", 1, 30.0, t0)
+        await state.settle(
+            Settlement(
+                t0,
+                60.0,
+                tpm_key=ns + "tpm",
+                tokens=40,
+                spend_key=ns + "spend",
+                money=0.25,
+                spend_ttl=100.0,
+                slots_key=ns + "slots",
+                holder="h",
+            )
+        )
+        assert await state.incr_float(ns + "spend", 0.0) == 0.25
+        assert not (await state.window_take(ns + "tpm", 61, 100, 60.0, t0))[0]  # 40 + 61 > 100
+        assert (await state.window_take(ns + "tpm", 60, 100, 60.0, t0))[0]
+        assert await state.slot_acquire(ns + "slots", "other", 1, 30.0, t0)  # released
+        # only a charge: the slot is kept
+        await state.settle(Settlement(t0, spend_key=ns + "spend", money=0.25))
+        assert await state.incr_float(ns + "spend", 0.0) == 0.5
+        assert not await state.slot_acquire(ns + "slots", "third", 1, 30.0, t0)
 
     run(state_url, test)
 

@@ -50,7 +50,7 @@ from tidegate.events import Event, Usage, UsageUpdate
 from tidegate.logs import log
 from tidegate.pricing import cost, price_for
 from tidegate.settings import KeyPolicy, Price
-from tidegate.state import LimitCheck, State
+from tidegate.state import LimitCheck, Settlement, State
 
 MINUTE = 60.0
 #: Seconds a stream slot lives without renewal (a dead instance's slots free after this).
@@ -281,23 +281,34 @@ class Lease:
 
     def _charge(self, usage: Usage, deployment: str | None = None) -> None:
         """Charge the difference between `usage` and what was charged (a task)."""
-        limits = self._limits
+        self._spawn(*self._delta(usage, deployment))
+
+    def _delta(self, usage: Usage, deployment: str | None) -> tuple[int, float]:
+        """The tokens and money of `usage` not charged yet, now counted as charged."""
         tokens = usage.input_tokens + usage.output_tokens
-        money = cost(price_for(limits._prices, self.model, deployment), usage)
+        money = cost(price_for(self._limits._prices, self.model, deployment), usage)
         delta_tokens, self._charged_tokens = tokens - self._charged_tokens, tokens
         delta_money, self._charged_cost = money - self._charged_cost, money
-        self._spawn(delta_tokens, delta_money)
+        return delta_tokens, delta_money
 
     async def _write(self, tokens: int, money: float) -> None:
-        state = self._limits._state
         try:
-            if tokens and self.tpm_key is not None:
-                await state.window_add(self.tpm_key, tokens, MINUTE, self._limits._wall())
-            if money and self.spend_key is not None:
-                # the period's counter outlives its period by a day, then expires
-                await state.incr_float(self.spend_key, money, ttl=SPEND_TTL)
+            await self._limits._state.settle(self._settlement(tokens, money, release=False))
         except Exception as exc:
             log.warning("key %r: could not charge its usage: %s", self.label, type(exc).__name__)
+
+    def _settlement(self, tokens: float, money: float, *, release: bool) -> Settlement:
+        return Settlement(
+            self._limits._wall(),
+            MINUTE,
+            tpm_key=self.tpm_key,
+            tokens=tokens,
+            spend_key=self.spend_key,
+            money=money,
+            spend_ttl=SPEND_TTL,  # the period's counter outlives its period, then expires
+            slots_key=self.slots_key if release else None,
+            holder=self.holder,
+        )
 
     def _renew(self) -> None:
         self._renewal = asyncio.get_running_loop().call_later(SLOT_TTL / 3, self._renew)
@@ -320,25 +331,26 @@ class Lease:
             if self._renewal is not None:
                 self._renewal.cancel()
             seen = self._input or self._output or self._estimated_out
+            tokens, money = 0, 0.0
             if self.charges and (usage is not None or seen):
                 if usage is None:
                     out = max(self._output, self._estimated_out)
                     usage = Usage(input_tokens=self._input, output_tokens=out)
-                self._charge(usage, deployment)
-            if not self._pending and self.slots_key is None:
+                tokens, money = self._delta(usage, deployment)
+            if not (tokens or money or self._pending) and self.slots_key is None:
                 return  # nothing to write or release (a models-only policy)
-            self._task = asyncio.get_running_loop().create_task(self._finish())
+            self._task = asyncio.get_running_loop().create_task(self._finish(tokens, money))
         await asyncio.shield(self._task)
 
-    async def _finish(self) -> None:
+    async def _finish(self, tokens: int, money: float) -> None:
+        """The last charges and the slot's release, in one state operation."""
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        if self.slots_key is not None:
-            try:
-                await self._limits._state.slot_release(self.slots_key, self.holder)
-            except Exception as exc:
-                log.warning(
-                    "key %r: could not release its stream slot (it expires): %s",
-                    self.label,
-                    type(exc).__name__,
-                )
+        try:
+            await self._limits._state.settle(self._settlement(tokens, money, release=True))
+        except Exception as exc:
+            log.warning(
+                "key %r: could not settle its usage and stream slot (the slot expires): %s",
+                self.label,
+                type(exc).__name__,
+            )

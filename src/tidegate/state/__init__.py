@@ -44,6 +44,24 @@ class LimitCheck:
     rpm: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What a request charges and gives back, in one operation: `tokens` added to the window
+    `tpm_key` (as `window_add`), `money` to the counter `spend_key` (as `incr_float`, a new
+    counter expiring after `spend_ttl`), and `holder`'s slot of `slots_key` released. A key
+    left None (or a zero amount) is skipped."""
+
+    now: float
+    window: float = 60.0
+    tpm_key: str | None = None
+    tokens: float = 0.0
+    spend_key: str | None = None
+    money: float = 0.0
+    spend_ttl: float | None = None
+    slots_key: str | None = None
+    holder: str = ""
+
+
 #: Which limit refused an admission.
 Refusal = Literal["budget", "tpm", "streams", "rpm"]
 
@@ -129,6 +147,9 @@ class State(Protocol):
         The checks are those of `incr_float(spend_key, 0)`, `window_take(tpm_key, 0, ...)`,
         `slot_acquire` and `events_take`, on the same keys."""
 
+    async def settle(self, settlement: Settlement) -> None:
+        """Charge and release what `settlement` says, in one round trip in Redis."""
+
     async def aclose(self) -> None:
         """Release connections and background tasks."""
 
@@ -186,6 +207,17 @@ async def admit_in_steps(state: State, check: LimitCheck) -> tuple[Refusal | Non
     return None, 0.0
 
 
+async def settle_in_steps(state: State, settlement: Settlement) -> None:
+    """`State.settle` by its single operations."""
+    s = settlement
+    if s.tokens and s.tpm_key is not None:
+        await state.window_add(s.tpm_key, s.tokens, s.window, s.now)
+    if s.money and s.spend_key is not None:
+        await state.incr_float(s.spend_key, s.money, ttl=s.spend_ttl)
+    if s.slots_key is not None:
+        await state.slot_release(s.slots_key, s.holder)
+
+
 def open_state(url: str | None) -> State:
     """The state store a config names: `None` or `memory` for the process, `redis://...`."""
     if url is None or url == "memory":
@@ -203,9 +235,11 @@ __all__ = [
     "LimitCheck",
     "Listener",
     "Refusal",
+    "Settlement",
     "State",
     "admit_in_steps",
     "open_state",
+    "settle_in_steps",
     "window_allows",
     "window_count",
     "window_wait",

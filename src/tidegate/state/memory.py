@@ -16,7 +16,9 @@ from tidegate.state import (
     LimitCheck,
     Listener,
     Refusal,
+    Settlement,
     admit_in_steps,
+    settle_in_steps,
     window_allows,
     window_count,
     window_wait,
@@ -216,6 +218,10 @@ class MemoryState:
     async def admit(self, check: LimitCheck) -> tuple[Refusal | None, float]:
         """Every limit of `check` at once (see `State.admit`): nothing in between yields."""
         return await admit_in_steps(self, check)
+
+    async def settle(self, settlement: Settlement) -> None:
+        """Charge and release at once (see `State.settle`)."""
+        await settle_in_steps(self, settlement)
 
     async def window_add(self, key: str, amount: float, window: float, now: float) -> None:
         """Add `amount` to the window `key`."""

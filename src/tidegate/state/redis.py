@@ -20,7 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
-from tidegate.state import LimitCheck, Listener, Refusal, window_wait
+from tidegate.state import LimitCheck, Listener, Refusal, Settlement, window_wait
 
 _PREFIX = "tidegate:"
 #: Members of request logs are unique across instances: a random prefix per process, a counter.
@@ -168,6 +168,38 @@ end
 return {'ok'}
 """
 
+# What a request charges and gives back (State.settle): _WINDOW's add, _INCR_FLOAT and a ZREM.
+# KEYS: the token window, the spend counter, the slot set. ARGV: tokens (0: none), the fixed
+# window number, the window's ttl in ms, money (0: none), the counter's ttl in ms (0: none),
+# the slot's holder ('': none).
+_SETTLE = """
+local tokens = tonumber(ARGV[1])
+if tokens ~= 0 then
+  local number = tonumber(ARGV[2])
+  local h = redis.call('HMGET', KEYS[1], 'n', 'c', 'p')
+  local n, c, p = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
+  if n == nil then
+    n = number
+  elseif n < number then
+    if n == number - 1 then p = c else p = 0 end
+    c = 0
+    n = number
+  end
+  redis.call('HSET', KEYS[1], 'n', n, 'c', tostring(c + tokens), 'p', tostring(p))
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+if tonumber(ARGV[4]) ~= 0 then
+  redis.call('INCRBYFLOAT', KEYS[2], ARGV[4])
+  if tonumber(ARGV[5]) > 0 and redis.call('PTTL', KEYS[2]) == -1 then
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  end
+end
+if ARGV[6] ~= '' then
+  redis.call('ZREM', KEYS[3], ARGV[6])
+end
+return 1
+"""
+
 # KEYS[1] counter; ARGV[1] amount, ARGV[2] ttl in ms (0: none). New counters get the ttl.
 _INCR_FLOAT = """
 local value = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
@@ -197,6 +229,7 @@ class RedisState:
         self._slot = self._redis.register_script(_SLOT)
         self._events = self._redis.register_script(_EVENTS)
         self._admit = self._redis.register_script(_ADMIT)
+        self._settle = self._redis.register_script(_SETTLE)
         self._incr_float = self._redis.register_script(_INCR_FLOAT)
         self._listeners: dict[str, list[Listener]] = {}
         self._pubsub: PubSub | None = None
@@ -385,6 +418,29 @@ class RedisState:
         if verdict == "streams":
             return "streams", 0.0
         return "rpm", float(reply[1])
+
+    async def settle(self, settlement: Settlement) -> None:
+        """Charge and release in one script (see `State.settle`)."""
+        s = settlement
+        tokens = s.tokens if s.tpm_key is not None else 0.0
+        money = s.money if s.spend_key is not None else 0.0
+        holder = s.holder if s.slots_key is not None else ""
+        if not tokens and not money and not holder:
+            return
+        keys = [
+            _PREFIX + "window:" + (s.tpm_key or "unused"),
+            _PREFIX + (s.spend_key or "unused"),
+            _PREFIX + "slots:" + (s.slots_key or "unused"),
+        ]
+        args: list[str | int] = [
+            repr(float(tokens)),
+            int(s.now // s.window),
+            max(1, int(s.window * 2000)),
+            repr(float(money)),
+            max(1, int(s.spend_ttl * 1000)) if s.spend_ttl is not None else 0,
+            holder,
+        ]
+        await self._settle(keys=keys, args=args)
 
     async def window_add(self, key: str, amount: float, window: float, now: float) -> None:
         """Add `amount` to the window `key`."""
