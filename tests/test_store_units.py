@@ -112,6 +112,34 @@ async def _test_lookups_are_cached_found_or_not_and_forgotten_on_a_change(store:
     assert await keys.find(key_hash(other.encode())) is None
 
 
+def test_an_expired_entry_is_refreshed_by_one_query_under_load(tmp_path: Path) -> None:
+    """Many requests with the same key when its cache entry expires wait for one lookup
+    (not one query each); a change made while that lookup runs is not hidden by it."""
+    with_store(tmp_path, _test_an_expired_entry_is_refreshed_by_one_query_under_load)
+
+
+async def _test_an_expired_entry_is_refreshed_by_one_query_under_load(store: Store) -> None:
+    now = [0.0]
+    counting = Counting(store)
+    managed = ManagedKeys(store.keys, MemoryState(), ttl=5.0, clock=lambda: now[0])
+    record, key = await store.keys.create(new_key_request({"name": "a"}))
+    digest = key_hash(key.encode())
+    found = await asyncio.gather(*(managed.find(digest) for _ in range(50)))
+    assert all(i is not None and i.key_id == record.id for i in found)
+    assert counting.calls == 1
+    now[0] = 6.0
+    found = await asyncio.gather(*(managed.find(digest) for _ in range(50)))
+    assert all(i is not None for i in found) and counting.calls == 2
+    # disabled while a refresh is under way: the refresh's answer is not cached
+    now[0] = 12.0
+    refresh = asyncio.ensure_future(managed.find(digest))
+    await asyncio.sleep(0)
+    await store.keys.disable(record.id)
+    await managed.changed()
+    await refresh
+    assert await managed.find(digest) is None
+
+
 @pytest.mark.parametrize("backend", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def test_a_change_is_announced_to_other_instances(tmp_path: Path, backend: str) -> None:
     """Two instances sharing a state: a rotation in one makes the other forget its cache."""

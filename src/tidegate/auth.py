@@ -15,13 +15,14 @@ channel). `Keys` asks the config first, then the database.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from tidegate.asgi import Request
 from tidegate.errors import Forbidden, StoreUnavailable
@@ -145,6 +146,7 @@ def check_model(identity: Identity | None, model: str) -> None:
 
 
 _NO_POLICY = KeyPolicy()
+_T = TypeVar("_T")
 
 #: The state channel on which a change of managed keys is announced to every instance.
 KEYS_CHANNEL = "tidegate:keys"
@@ -171,50 +173,78 @@ class ManagedKeys:
         #: digest -> (until when, the record or None, the identity it stands for)
         self._cache: dict[str, tuple[float, KeyRecord | None, Identity | None]] = {}
         self._any: tuple[float, bool] | None = None
+        #: lookups under way, shared by the requests that wait for them
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._generation = 0
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None
 
     async def find(self, digest: str) -> Identity | None:
         """The identity of a managed key that is neither disabled nor expired, or None."""
-        now = self._clock()
         hit = self._cache.get(digest)
-        if hit is None or hit[0] <= now:
-            try:
-                record = await self.repository.find(digest)
-            except Exception as exc:
-                _log.warning("managed keys: lookup failed: %s", type(exc).__name__)
-                raise StoreUnavailable(
-                    "client keys cannot be checked: the database is down"
-                ) from None
-            if len(self._cache) >= self.MAX_CACHED:
-                self._cache.clear()
-            identity = None
-            if record is not None:
-                policy = record.policy if record.policy != _NO_POLICY else None
-                identity = Identity(record.id, record.name, record.user, policy=policy)
-            hit = self._cache[digest] = (now + self._ttl, record, identity)
+        if hit is None or hit[0] <= self._clock():
+            hit = await self._once("key:" + digest, lambda: self._fetch_key(digest))
         record = hit[1]
         if record is None or record.disabled or record.expired():
             return None
         return hit[2]
 
+    async def _fetch_key(self, digest: str) -> tuple[float, KeyRecord | None, Identity | None]:
+        generation = self._generation
+        record = await self._read(self.repository.find(digest))
+        identity = None
+        if record is not None:
+            policy = record.policy if record.policy != _NO_POLICY else None
+            identity = Identity(record.id, record.name, record.user, policy=policy)
+        hit = (self._clock() + self._ttl, record, identity)
+        if generation == self._generation:  # not read before a change it must not hide
+            if len(self._cache) >= self.MAX_CACHED:
+                self._cache.clear()
+            self._cache[digest] = hit
+        return hit
+
     async def any(self) -> bool:
         """True when the database holds a usable managed key (cached like lookups)."""
-        now = self._clock()
-        if self._any is None or self._any[0] <= now:
-            try:
-                count = await self.repository.count_usable()
-            except Exception as exc:
-                _log.warning("managed keys: lookup failed: %s", type(exc).__name__)
-                raise StoreUnavailable(
-                    "client keys cannot be checked: the database is down"
-                ) from None
-            self._any = (now + self._ttl, count > 0)
+        if self._any is None or self._any[0] <= self._clock():
+            return await self._once("any", self._fetch_any)
         return self._any[1]
 
+    async def _fetch_any(self) -> bool:
+        generation = self._generation
+        found = await self._read(self.repository.count_usable()) > 0
+        if generation == self._generation:
+            self._any = (self._clock() + self._ttl, found)
+        return found
+
+    async def _read(self, query: Awaitable[_T]) -> _T:
+        try:
+            return await query
+        except Exception as exc:
+            _log.warning("managed keys: lookup failed: %s", type(exc).__name__)
+            raise StoreUnavailable("client keys cannot be checked: the database is down") from None
+
+    async def _once(self, name: str, fetch: Callable[[], Awaitable[_T]]) -> _T:
+        """`fetch()`, run once for every caller asking for `name` while it runs: when a cached
+        entry expires under load, one query refreshes it instead of one per request."""
+        running = self._inflight.get(name)
+        if running is None:
+            running = asyncio.ensure_future(fetch())
+            self._inflight[name] = running
+            running.add_done_callback(lambda done: self._landed(name, done))
+        result: _T = await asyncio.shield(running)
+        return result
+
+    def _landed(self, name: str, done: asyncio.Future[Any]) -> None:
+        if self._inflight.get(name) is done:
+            del self._inflight[name]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone
+
     def forget(self) -> None:
-        """Drop everything cached (a key changed)."""
+        """Drop everything cached (a key changed); lookups under way are not cached."""
+        self._generation += 1
         self._cache.clear()
         self._any = None
+        self._inflight.clear()
 
     async def changed(self) -> None:
         """A key was created, disabled or rotated here: forget, and tell every instance."""
