@@ -230,6 +230,30 @@ def scenario_models(fake: FakeUpstream) -> list[dict[str, Any]]:
     return models
 
 
+def tidegate_cli(
+    workdir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`tidegate ARGS --config tidegate.yaml` in `workdir`, without the caller's TIDEGATE_
+    variables (plus `env`)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "tidegate", *args, "--config", str(workdir / "tidegate.yaml")],
+        cwd=workdir,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until `check()` holds (bounded: fails after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def fake() -> Iterator[FakeUpstream]:
     upstream = FakeUpstream().start()

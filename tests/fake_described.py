@@ -24,13 +24,14 @@ import asyncio
 import hashlib
 import hmac
 import itertools
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.background import AiohttpServer
 
 #: The model's upstream key, and a user's own one.
 MODEL_KEY = "upstream-model-key-4b1d9e07"
@@ -58,28 +59,13 @@ class Namespace:
         self.valid.clear()
 
 
-class DescribedFake:
+class DescribedFake(AiohttpServer):
     """The fake server; `ns(name)` is one test's state, `base(name)` its URL prefix."""
 
     def __init__(self) -> None:
-        self.port = 0
+        super().__init__()
         self.spaces: dict[str, Namespace] = {}
         self._serial = itertools.count(1)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-
-    def start(self) -> DescribedFake:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
 
     def ns(self, name: str) -> Namespace:
         return self.spaces.setdefault(name, Namespace())
@@ -87,18 +73,15 @@ class DescribedFake:
     def base(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
 
-    async def _start(self) -> None:
+    def make_app(self) -> web.Application:
+        """The seed's token exchange and chat, and the other framings."""
         app = web.Application()
         app.router.add_post("/{ns}/v1/token", self._token)
         app.router.add_post("/{ns}/v1/chat/completions", self._chat)
         app.router.add_post("/{ns}/ndjson/generate", self._ndjson)
         app.router.add_post("/{ns}/lines/chat", self._lines)
         app.router.add_post("/{ns}/json/complete", self._json)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return app
 
     # -- seed 001: token exchange, then OpenAI-style SSE ------------------------------------
 

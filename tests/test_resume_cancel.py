@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
+from tests.background import BackgroundServer
 from tests.conftest import GatewayProcess, parse_sse
 from tests.fake_upstream import API_KEY, FakeUpstream, Recorded
 from tests.test_workflows import ROOT
@@ -397,23 +397,16 @@ def test_a_stream_started_on_one_instance_resumes_and_cancels_through_another(
 # -- a browser EventSource -----------------------------------------------------------------
 
 
-class CuttingProxy:
+class CuttingProxy(BackgroundServer):
     """A TCP proxy in front of the gateway that breaks the first resume connection after
     `cut_after` bytes of its response (what a flaky network does), and passes the rest."""
 
     def __init__(self, target_port: int, cut_after: int):
+        super().__init__()
         self.target_port = target_port
         self.cut_after = cut_after
         self.cuts = 0
-        self.port = 0
         self.resume_requests: list[str] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def start(self) -> CuttingProxy:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
-        return self
 
     async def _start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -453,12 +446,6 @@ class CuttingProxy:
             await asyncio.gather(pump, return_exceptions=True)
             up_writer.close()
             writer.close()
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
 
     async def _stop(self) -> None:
         self._server.close()

@@ -20,11 +20,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +33,7 @@ import pytest
 import yaml
 from sqlalchemy import text
 
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, eventually, tidegate_cli
 from tests.nginx import NGINX, Nginx
 from tidegate.store.engine import create_engine
 
@@ -112,18 +109,6 @@ class Topology:
         return process
 
 
-def _cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "tidegate", *args, "--config", str(workdir / "tidegate.yaml")],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def _postgres_database(name: str, action: str) -> str:
     """Create or drop the database `name` on the test server; returns its URL."""
     assert POSTGRES is not None
@@ -172,7 +157,7 @@ def _scaled(workdir: Path) -> Iterator[Topology]:
     database = _postgres_database(name, "create")
     config = _config(database, REDIS)
     (workdir / "tidegate.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    upgraded = _cli(workdir, "db", "upgrade")
+    upgraded = tidegate_cli(workdir, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     topology = Topology("scaled", "", database, config, workdir)
     nginx: Nginx | None = None
@@ -209,13 +194,6 @@ def _chat(front: str, key: str, model: str = "demo", stream: bool = False) -> ht
     )
 
 
-def _eventually(check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
-
-
 def test_an_rpm_limit_holds_across_instances(topology: Topology) -> None:
     sent = int(RPM * 1.5)
     with ThreadPoolExecutor(16) as pool:
@@ -250,7 +228,7 @@ def test_a_budget_is_never_overspent_by_more_than_one_request(topology: Topology
         rows = topology.rows("key_name = 'budget'")
         return len(rows) == sent and all(r["status"] != "pending" for r in rows)
 
-    _eventually(settled, 10)
+    eventually(settled, 10)
     costs = [r["cost"] for r in topology.rows("key_name = 'budget'")]
     assert max(costs) > 0
     assert BUDGET <= sum(costs) <= BUDGET + max(costs)
@@ -270,7 +248,7 @@ def test_the_ledger_holds_every_request_exactly_once(topology: Topology) -> None
         rows = topology.rows("key_name = 'ledger'")
         return len(rows) >= len(sent) and all(r["status"] == "ok" for r in rows)
 
-    _eventually(all_written, 15)
+    eventually(all_written, 15)
     rows = topology.rows("key_name = 'ledger'")
     assert sorted(r["request_id"] for r in rows) == sorted(sent)
     assert all(r["output_tokens"] > 0 and r["cost"] > 0 for r in rows)
@@ -302,7 +280,7 @@ def test_a_killed_instance_leaves_interrupted_rows_and_the_rest_keeps_serving(
     reader = threading.Thread(target=stream, daemon=True)
     reader.start()
     assert started.wait(10)
-    _eventually(lambda: [r["status"] for r in topology.rows("key_name = 'kill'")] == ["pending"], 5)
+    eventually(lambda: [r["status"] for r in topology.rows("key_name = 'kill'")] == ["pending"], 5)
     victim.proc.kill()
     victim.proc.wait(5)
     reader.join(10)
@@ -315,6 +293,6 @@ def test_a_killed_instance_leaves_interrupted_rows_and_the_rest_keeps_serving(
     def interrupted() -> bool:
         return [r["status"] for r in topology.rows("key_name = 'kill'")] == ["interrupted"]
 
-    _eventually(interrupted, 15)
+    eventually(interrupted, 15)
     [row] = topology.rows("key_name = 'kill'")
     assert row["ended_at"] is not None and row["model"] == "slow"

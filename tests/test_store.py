@@ -10,8 +10,7 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 import yaml
 from sqlalchemy import text
 
-from tests.conftest import TEST_TIMEOUTS, GatewayProcess
+from tests.conftest import TEST_TIMEOUTS, GatewayProcess, eventually, tidegate_cli
 from tests.fake_upstream import API_KEY, FakeUpstream
 from tidegate.store import Store
 from tidegate.store.engine import create_engine
@@ -118,17 +117,8 @@ def write_config(workdir: Path, config: dict[str, Any]) -> Path:
 
 
 def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`tidegate ARGS --config tidegate.yaml` in `workdir`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
-    env.update(ENV)
-    return subprocess.run(
-        [sys.executable, "-m", "tidegate", *args, "--config", str(workdir / "tidegate.yaml")],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """`tidegate ARGS --config tidegate.yaml` in `workdir`, with the fake upstream's key."""
+    return tidegate_cli(workdir, *args, env=ENV)
 
 
 def admin(gw: GatewayProcess, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -145,14 +135,6 @@ def chat(gw: GatewayProcess, key: str, model: str = "openai-ok") -> httpx.Respon
         headers={"Authorization": f"Bearer {key}"} if key else {},
         timeout=20,
     )
-
-
-def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until `check()` holds (bounded)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def sdk(gw: GatewayProcess, key: str) -> openai.OpenAI:

@@ -16,14 +16,13 @@ format's key gets that format's authentication error.
 
 from __future__ import annotations
 
-import asyncio
 import random
-import threading
 import time
 
 import orjson
 from aiohttp import web
 
+from tests.background import AiohttpServer
 from tests.fake_upstream.content import API_KEY
 from tests.fake_upstream.formats.anthropic import AnthropicFormat
 from tests.fake_upstream.formats.anythingllm import AnythingLLMFormat
@@ -45,28 +44,13 @@ _FORMATS: list[tuple[tuple[str, ...], type[Format], str, str]] = [
 ]
 
 
-class FakeUpstream:
+class FakeUpstream(AiohttpServer):
     """The fake server; `base(scenario, *params)` is the URL prefix of one behaviour."""
 
     def __init__(self) -> None:
+        super().__init__(handler_cancellation=True)
         self.requests: list[Recorded] = []
-        self.port = 0
         self.rng = random.Random(20261123)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-
-    def start(self) -> FakeUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
 
     def base(self, scenario: str, *params: object) -> str:
         """The URL prefix that runs `scenario` with `params` (extra params are labels)."""
@@ -84,14 +68,11 @@ class FakeUpstream:
         """How many requests a scenario path has received."""
         return sum(1 for r in self.requests if r.scenario == scenario)
 
-    async def _start(self) -> None:
+    def make_app(self) -> web.Application:
+        """Every POST, routed by the format its path names."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         segments = request.path.strip("/").split("/")

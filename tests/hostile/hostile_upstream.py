@@ -20,13 +20,14 @@ import gzip
 import io
 import re
 import socket
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from tests.background import BackgroundServer
 
 SECRET = "sk-hst-Q7xZ9pL2mK4vR8wT3yB6nF5"
 _COMMAND = re.compile(rb"HOSTILE:([a-z_]+(?::[A-Za-z0-9_.-]+)*)")
@@ -104,33 +105,20 @@ class Conn:
 Script = Callable[[Conn], Awaitable[None]]
 
 
-class HostileUpstream:
+class HostileUpstream(BackgroundServer):
     """The server, in a background thread with its own event loop."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.seen: list[Seen] = []
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
 
-    def start(self) -> HostileUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        async def close() -> None:
-            assert self._server is not None
-            self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
+    async def _stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
 
     @property
     def url(self) -> str:
