@@ -5,28 +5,14 @@ temporary prefix in the foreground, stopped by its PID."""
 from __future__ import annotations
 
 import re
-import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-import pytest
+from bench.nginx import find_nginx, free_port, wait_listening
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+#: The nginx executable, or None when it is not installed.
+NGINX = find_nginx()
 SAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
-
-needs_nginx = pytest.mark.skipif(
-    not Path(NGINX).exists(),
-    reason="nginx not found (apt-get install nginx); the scale-out tests behind nginx skipped",
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Nginx:
@@ -38,7 +24,7 @@ class Nginx:
         server_block = re.sub(
             r"(    server 127\.0\.0\.1:\d+ max_fails=0;\n)+", servers, server_block
         )
-        self.port = _free_port()
+        self.port = free_port()
         server_block = server_block.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")
         (prefix / "logs").mkdir(parents=True, exist_ok=True)
         conf = prefix / "nginx.conf"
@@ -58,6 +44,7 @@ class Nginx:
             "}\n"
         )
         self.log = prefix / "logs" / "stderr.log"
+        assert NGINX is not None, "nginx is not installed"
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(
                 [NGINX, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
@@ -65,16 +52,9 @@ class Nginx:
                 stderr=log,
             )
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"nginx did not start: {self.log.read_text()}") from None
-                time.sleep(0.05)
+        if not wait_listening(self.port, self.proc):
+            self.stop()
+            raise RuntimeError(f"nginx did not start: {self.log.read_text()}")
 
     def stop(self) -> None:
         """Stop nginx (its master by PID; the workers follow)."""

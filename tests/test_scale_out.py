@@ -146,7 +146,7 @@ def _scaled(workdir: Path) -> Iterator[Topology]:
         for what, present in (
             ("TIDEGATE_TEST_POSTGRES_URL", POSTGRES),
             ("TIDEGATE_TEST_REDIS_URL", REDIS),
-            (f"nginx ({NGINX}; apt-get install nginx)", Path(NGINX).exists()),
+            ("nginx (apt-get install nginx)", NGINX is not None),
         )
         if not present
     ]
