@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from tidegate.asgi import Request
-from tidegate.errors import Forbidden, StoreUnavailable
+from tidegate.errors import StoreUnavailable
 from tidegate.settings import AuthConfig, ClientKey, KeyPolicy
 from tidegate.state import State
 
@@ -134,15 +134,6 @@ def presented_key(request: Request, *, admin: bool) -> bytes:
         if not given and request.query_string:
             given = request.query.get("key", "")
     return given.encode()
-
-
-def check_model(identity: Identity | None, model: str) -> None:
-    """A 403 naming the model when the key's policy lists models and not this one."""
-    policy = identity.policy if identity is not None else None
-    if policy is not None and policy.models and model not in policy.models:
-        raise Forbidden(
-            f"this key may not use the model {model!r} (it may use: {', '.join(policy.models)})"
-        )
 
 
 _NO_POLICY = KeyPolicy()

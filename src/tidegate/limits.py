@@ -118,7 +118,7 @@ class Limits:
 
     def check_model(self, identity: Identity, policy: KeyPolicy, model: str) -> None:
         """403 naming the model when the key's non-empty `models` list does not have it."""
-        if policy.models and model not in policy.models:
+        if not identity.may_use(model):
             allowed = ", ".join(policy.models)
             raise Forbidden(
                 f"key {identity.label!r} may not use model {model!r}; its models: {allowed}"
