@@ -52,12 +52,15 @@ def _workflow(services: Services, name: str | None) -> WorkflowConfig:
     raise WorkflowNotFound(f"unknown workflow {name!r}; configured workflows: {known}")
 
 
-async def _admit(services: Services, ctx: RequestContext, workflow: WorkflowConfig) -> None:
-    """A key with a policy: every llm step's model must be one of its models (403), and the
-    run is admitted like one request (429 over a limit); each step's usage is charged as it
-    ends (workflows/runner.py), the lease ended by `_limited`."""
+async def _begin(services: Services, ctx: RequestContext, workflow: WorkflowConfig) -> None:
+    """A run begins: its ledger row, then, for a key with a policy, every llm step's model
+    must be one of its models (403) and the run is admitted like one request (429 over a
+    limit); each step's usage is charged as it ends (workflows/runner.py), the lease ended by
+    `_limited`."""
+    services.ledger_begin(ctx)
     identity = ctx.identity
-    assert identity is not None and identity.policy is not None
+    if identity is None or identity.policy is None:
+        return
     limits, policy = services.limits, identity.policy
     for step in workflow.steps:
         if isinstance(step, LLMStep):
@@ -79,10 +82,6 @@ def _limited(handler: Handler) -> Handler:
 
     handle.__doc__ = handler.__doc__
     return handle
-
-
-def _has_policy(ctx: RequestContext) -> bool:
-    return ctx.identity is not None and ctx.identity.policy is not None
 
 
 def _text(fields: dict[str, Any], name: str, message: str) -> str:
@@ -119,9 +118,7 @@ async def run_native(services: Services, ctx: RequestContext, request: Request, 
     if not isinstance(stream, bool) or not isinstance(resumable, bool):
         raise InvalidRequest("'stream' and 'resumable' must be true or false")
     ctx.model, ctx.stream, ctx.resumable = f"workflow:{workflow.name}", stream, resumable
-    services.ledger_begin(ctx)
-    if _has_policy(ctx):
-        await _admit(services, ctx, workflow)
+    await _begin(services, ctx, workflow)
     run_id = new_run_id()
     events = WorkflowRunner(services).run(ctx, workflow, question, run_id)
     if not stream:
@@ -139,9 +136,7 @@ async def run_seed(services: Services, ctx: RequestContext, request: Request, se
     question = _text(request.json_object(), "message", "Message is required")
     workflow = _workflow(services, services.config.workflow_query.workflow)
     ctx.model, ctx.stream = f"workflow:{workflow.name}", True
-    services.ledger_begin(ctx)
-    if _has_policy(ctx):
-        await _admit(services, ctx, workflow)
+    await _begin(services, ctx, workflow)
     run_id = new_run_id()
     events = WorkflowRunner(services).run(ctx, workflow, question, run_id)
     await _serve(services, ctx, send, events, protocol.SeedEncoder(), run_id)
@@ -154,9 +149,7 @@ async def run_seed_sync(
     question = _text(request.json_object(), "message", "Message is required")
     workflow = _workflow(services, services.config.workflow_query.workflow)
     ctx.model = f"workflow:{workflow.name}"
-    services.ledger_begin(ctx)
-    if _has_policy(ctx):
-        await _admit(services, ctx, workflow)
+    await _begin(services, ctx, workflow)
     run_id = new_run_id()
     events = [e async for e in WorkflowRunner(services).run(ctx, workflow, question, run_id)]
     answer = protocol.run_to_json(events, workflow.name)
