@@ -49,28 +49,63 @@ return n
 """
 
 
-# A sliding window as a hash {n: fixed window number, c: its count, p: the previous one's}.
-# KEYS[1] the hash; ARGV[1] amount, ARGV[2] limit (-1: add without a check), ARGV[3] the fixed
-# window number of `now`, ARGV[4] how far it has gone (0..1), ARGV[5] ttl in ms.
-# Returns {allowed, previous, current, fraction} (numbers as strings: Lua numbers are floats).
-_WINDOW = """
-local amount = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local number = tonumber(ARGV[3])
-local fraction = tonumber(ARGV[4])
-local h = redis.call('HMGET', KEYS[1], 'n', 'c', 'p')
-local n = tonumber(h[1])
-local c = tonumber(h[2]) or 0
-local p = tonumber(h[3]) or 0
-if n == nil then
-  n = number
-elseif n < number then
-  if n == number - 1 then p = c else p = 0 end
-  c = 0
-  n = number
-elseif n > number then
-  fraction = 0  -- another instance's clock is a little ahead: its window counts
+# Lua functions the limit scripts share, so that each structure is read and written one way:
+# - roll(key, number, fraction): a sliding window, a hash {n: fixed window number, c: its count,
+#   p: the previous one's}, rolled forward to the fixed window `number`; returns n, c, p and the
+#   fraction to weigh p with (0 when another instance's clock is a little ahead: its window
+#   counts). Nothing is written.
+# - log_take(key, now, window, limit, member): a sliding log, one member per event scored by its
+#   time; records `member` when fewer than `limit` are in the window. Returns true, or false and
+#   the seconds until the oldest leaves the window.
+# - slot_take(key, holder, limit, now, expiry, px): slots as a sorted set of holders scored by
+#   their expiry; takes (or renews) `holder`'s slot unless `limit` others hold one.
+_LUA = """
+local function roll(key, number, fraction)
+  local h = redis.call('HMGET', key, 'n', 'c', 'p')
+  local n, c, p = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
+  if n == nil then
+    n = number
+  elseif n < number then
+    if n == number - 1 then p = c else p = 0 end
+    c = 0
+    n = number
+  elseif n > number then
+    fraction = 0
+  end
+  return n, c, p, fraction
 end
+
+local function log_take(key, now, window, limit, member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) < limit then
+    redis.call('ZADD', key, now, member)
+    redis.call('PEXPIRE', key, math.ceil(window * 1000))
+    return true, 0
+  end
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return false, tonumber(oldest[2]) + window - now
+end
+
+local function slot_take(key, holder, limit, now, expiry, px)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZSCORE', key, holder) or redis.call('ZCARD', key) < limit then
+    redis.call('ZADD', key, expiry, holder)
+    redis.call('PEXPIRE', key, px)
+    return true
+  end
+  return false
+end
+"""
+
+# A sliding window (`roll`). KEYS[1] the hash; ARGV[1] amount, ARGV[2] limit (-1: add without a
+# check), ARGV[3] the fixed window number of `now`, ARGV[4] how far it has gone (0..1), ARGV[5]
+# ttl in ms. Returns {allowed, previous, current, fraction} (numbers as strings: Lua numbers are
+# floats).
+_WINDOW = (
+    _LUA
+    + """
+local amount, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, c, p, fraction = roll(KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4]))
 local used = p * (1 - fraction) + c
 local allowed = 1
 if limit >= 0 and not (used < limit and used + amount <= limit) then
@@ -82,41 +117,39 @@ redis.call('HSET', KEYS[1], 'n', n, 'c', tostring(c), 'p', tostring(p))
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {allowed, tostring(p), tostring(c), tostring(fraction)}
 """
+)
 
-# A sliding log: one member per event, scored by its time. ARGV: now, window, limit, member.
-# Returns {1, "0"} when recorded, else {0, seconds until the oldest event leaves the window}.
-_EVENTS = """
-local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('ZADD', KEYS[1], now, ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
-  return {1, '0'}
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, tostring(tonumber(oldest[2]) + window - now)}
+# A sliding log (`log_take`). KEYS[1] the log; ARGV: now, window, limit, member. Returns
+# {1, "0"} when recorded, else {0, seconds until the oldest event leaves the window}.
+_EVENTS = (
+    _LUA
+    + """
+local ok, wait = log_take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+if ok then return {1, '0'} end
+return {0, tostring(wait)}
 """
+)
 
-# Slots as a sorted set of holders scored by their expiry. KEYS[1] the set; ARGV[1] holder,
-# ARGV[2] limit, ARGV[3] now, ARGV[4] the holder's expiry, ARGV[5] the set's ttl in ms.
-_SLOT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  return 1
-end
+# A slot (`slot_take`). KEYS[1] the set; ARGV[1] holder, ARGV[2] limit, ARGV[3] now, ARGV[4]
+# the holder's expiry, ARGV[5] the set's ttl in ms.
+_SLOT = (
+    _LUA
+    + """
+if slot_take(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]) then return 1 end
 return 0
 """
+)
 
-# Every limit of one admission at once (State.admit), the checks of _INCR_FLOAT (read), _WINDOW
-# (amount 0), _SLOT and _EVENTS in that order on the same keys. KEYS: the spend counter, the
-# token window, the slot set, the request log. ARGV: now, budget, tpm, the fixed window number
-# and fraction, max_streams, holder, the holder's expiry, the slot set's ttl in ms, rpm, the
-# window in seconds, the log member — a limit of -1 is not checked. Returns {'ok'}, or the
-# refusing limit and its figures: {'budget', spent}, {'tpm', previous, current, fraction},
-# {'streams'}, {'rpm', seconds}; a refusal takes nothing.
-_ADMIT = """
+# Every limit of one admission at once (State.admit): the budget read, the token window checked
+# (amount 0, nothing written), a slot taken, the request logged, in that order. KEYS: the spend
+# counter, the token window, the slot set, the request log. ARGV: now, budget, tpm, the fixed
+# window number and fraction, max_streams, holder, the holder's expiry, the slot set's ttl in
+# ms, rpm, the window in seconds, the log member — a limit of -1 is not checked. Returns
+# {'ok'}, or the refusing limit and its figures: {'budget', spent}, {'tpm', previous, current,
+# fraction}, {'streams'}, {'rpm', seconds}; a refusal takes nothing.
+_ADMIT = (
+    _LUA
+    + """
 local now = tonumber(ARGV[1])
 local budget = tonumber(ARGV[2])
 if budget >= 0 then
@@ -125,17 +158,7 @@ if budget >= 0 then
 end
 local tpm = tonumber(ARGV[3])
 if tpm >= 0 then
-  local number, fraction = tonumber(ARGV[4]), tonumber(ARGV[5])
-  local h = redis.call('HMGET', KEYS[2], 'n', 'c', 'p')
-  local n, c, p = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
-  if n == nil then
-    c, p = 0, 0
-  elseif n < number then
-    if n == number - 1 then p = c else p = 0 end
-    c = 0
-  elseif n > number then
-    fraction = 0
-  end
+  local _, c, p, fraction = roll(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[5]))
   if not (p * (1 - fraction) + c < tpm) then
     return {'tpm', tostring(p), tostring(c), tostring(fraction)}
   end
@@ -143,48 +166,32 @@ end
 local streams = tonumber(ARGV[6])
 local took = false
 if streams >= 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if redis.call('ZSCORE', KEYS[3], ARGV[7]) or redis.call('ZCARD', KEYS[3]) < streams then
-    redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
-    redis.call('PEXPIRE', KEYS[3], ARGV[9])
-    took = true
-  else
-    return {'streams'}
-  end
+  if not slot_take(KEYS[3], ARGV[7], streams, now, ARGV[8], ARGV[9]) then return {'streams'} end
+  took = true
 end
 local rpm = tonumber(ARGV[10])
 if rpm >= 0 then
-  local window = tonumber(ARGV[11])
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[4]) < rpm then
-    redis.call('ZADD', KEYS[4], now, ARGV[12])
-    redis.call('PEXPIRE', KEYS[4], math.ceil(window * 1000))
-  else
+  local ok, wait = log_take(KEYS[4], now, tonumber(ARGV[11]), rpm, ARGV[12])
+  if not ok then
     if took then redis.call('ZREM', KEYS[3], ARGV[7]) end
-    local oldest = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-    return {'rpm', tostring(tonumber(oldest[2]) + window - now)}
+    return {'rpm', tostring(wait)}
   end
 end
 return {'ok'}
 """
+)
 
-# What a request charges and gives back (State.settle): _WINDOW's add, _INCR_FLOAT and a ZREM.
-# KEYS: the token window, the spend counter, the slot set. ARGV: tokens (0: none), the fixed
-# window number, the window's ttl in ms, money (0: none), the counter's ttl in ms (0: none),
-# the slot's holder ('': none).
-_SETTLE = """
+# What a request charges and gives back (State.settle): tokens added to the window (as
+# _WINDOW with no limit), money to the counter (as _INCR_FLOAT), the slot released. KEYS: the
+# token window, the spend counter, the slot set. ARGV: tokens (0: none), the fixed window
+# number, the window's ttl in ms, money (0: none), the counter's ttl in ms (0: none), the
+# slot's holder ('': none).
+_SETTLE = (
+    _LUA
+    + """
 local tokens = tonumber(ARGV[1])
 if tokens ~= 0 then
-  local number = tonumber(ARGV[2])
-  local h = redis.call('HMGET', KEYS[1], 'n', 'c', 'p')
-  local n, c, p = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
-  if n == nil then
-    n = number
-  elseif n < number then
-    if n == number - 1 then p = c else p = 0 end
-    c = 0
-    n = number
-  end
+  local n, c, p = roll(KEYS[1], tonumber(ARGV[2]), 0)
   redis.call('HSET', KEYS[1], 'n', n, 'c', tostring(c + tokens), 'p', tostring(p))
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
@@ -199,6 +206,7 @@ if ARGV[6] ~= '' then
 end
 return 1
 """
+)
 
 # KEYS[1] counter; ARGV[1] amount, ARGV[2] ttl in ms (0: none). New counters get the ttl.
 _INCR_FLOAT = """
