@@ -313,18 +313,7 @@ class H1Response(UpstreamResponse):
         """The next body bytes as they arrived (inflated in bounded steps); `b""` at the end."""
         if self._inflater is None:
             return await self._read_raw()
-        inflater = self._inflater
-        while True:
-            out = inflater.more()
-            if out:
-                await asyncio.sleep(0)  # one bounded step per turn of the loop, not a burst
-                return out
-            data = await self._read_raw()
-            if not data:
-                return inflater.finish()
-            out = inflater.feed(data)
-            if out:
-                return out
+        return await self._inflater.read(self._read_raw)
 
     def reader(self) -> Callable[[], Awaitable[bytes]]:
         """`read_chunk`; its errors are already the gateway's."""

@@ -117,24 +117,9 @@ class HttpUpstreamResponse(UpstreamResponse):
         try:
             if self._inflater is None:
                 return await self._response.content.readany()
-            return await self._read_inflated()
+            return await self._inflater.read(self._response.content.readany)
         except aiohttp.ClientError as exc:
             raise upstream_error_from_exception(exc, 0) from exc
-
-    async def _read_inflated(self) -> bytes:
-        inflater = self._inflater
-        assert inflater is not None
-        while True:
-            out = inflater.more()
-            if out:
-                await asyncio.sleep(0)  # one bounded step per turn of the loop, not a burst
-                return out
-            data = await self._response.content.readany()
-            if not data:
-                return inflater.finish()
-            out = inflater.feed(data)
-            if out:
-                return out
 
     def reader(self) -> Callable[[], Awaitable[bytes]]:
         if self._inflater is not None:
@@ -208,6 +193,21 @@ class Inflater:
             return self._decoder.flush(INFLATE_STEP)
         except zlib.error:
             raise UpstreamProtocolError("upstream sent a truncated compressed body") from None
+
+    async def read(self, read_raw: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The next inflated bytes of a body read with `read_raw` (`b""` at its end): one
+        bounded step per turn of the loop, input read only when the last was used up."""
+        while True:
+            out = self.more()
+            if out:
+                await asyncio.sleep(0)  # one bounded step per turn of the loop, not a burst
+                return out
+            data = await read_raw()
+            if not data:
+                return self.finish()
+            out = self.feed(data)
+            if out:
+                return out
 
 
 class UpstreamClient(Protocol):
