@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import orjson
 import pytest
 import yaml
@@ -138,13 +139,7 @@ class GatewayProcess:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._reader.join(2)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
@@ -230,6 +225,17 @@ def scenario_models(fake: FakeUpstream) -> list[dict[str, Any]]:
     return models
 
 
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """End a process this test run started: SIGTERM, then SIGKILL if it does not exit."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def tidegate_cli(
     workdir: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -244,6 +250,27 @@ def tidegate_cli(
         text=True,
         timeout=60,
     )
+
+
+def stream_in_background(url: str, body: dict[str, Any], key: str) -> threading.Thread:
+    """POST a streaming chat `body` to `url` from a thread that reads until the stream ends or
+    the connection breaks (the gateway killed under it); returns once the first line came."""
+    started = threading.Event()
+
+    def read() -> None:
+        try:
+            with httpx.stream(
+                "POST", url, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
+            ) as response:
+                for _ in response.iter_lines():
+                    started.set()
+        except httpx.HTTPError:
+            pass  # the gateway went away under it: what these tests do
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert started.wait(10), "the stream did not start"
+    return reader
 
 
 def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:

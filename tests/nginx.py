@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from bench.nginx import find_nginx, free_port, wait_listening
+from tests.conftest import stop_process
 
 #: The nginx executable, or None when it is not installed.
 NGINX = find_nginx()
@@ -58,10 +59,4 @@ class Nginx:
 
     def stop(self) -> None:
         """Stop nginx (its master by PID; the workers follow)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ import pytest
 import yaml
 from sqlalchemy import text
 
-from tests.conftest import GatewayProcess, eventually, tidegate_cli
+from tests.conftest import GatewayProcess, eventually, stream_in_background, tidegate_cli
 from tests.nginx import NGINX, Nginx
 from tidegate.store.engine import create_engine
 
@@ -260,26 +259,8 @@ def test_a_killed_instance_leaves_interrupted_rows_and_the_rest_keeps_serving(
     topology: Topology,
 ) -> None:
     victim = topology.instances[0]
-    started = threading.Event()
-
-    def stream() -> None:
-        body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-        try:
-            with httpx.stream(
-                "POST",
-                victim.url + "/v1/chat/completions",
-                json=body,
-                headers={"Authorization": f"Bearer {KEYS['kill']}"},
-                timeout=30,
-            ) as response:
-                for _ in response.iter_lines():
-                    started.set()
-        except httpx.HTTPError:
-            pass  # the instance died under it: that is the point
-
-    reader = threading.Thread(target=stream, daemon=True)
-    reader.start()
-    assert started.wait(10)
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    reader = stream_in_background(victim.url + "/v1/chat/completions", body, KEYS["kill"])
     eventually(lambda: [r["status"] for r in topology.rows("key_name = 'kill'")] == ["pending"], 5)
     victim.proc.kill()
     victim.proc.wait(5)

@@ -9,7 +9,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,13 @@ import pytest
 import yaml
 from sqlalchemy import text
 
-from tests.conftest import TEST_TIMEOUTS, GatewayProcess, eventually, tidegate_cli
+from tests.conftest import (
+    TEST_TIMEOUTS,
+    GatewayProcess,
+    eventually,
+    stream_in_background,
+    tidegate_cli,
+)
 from tests.fake_upstream import API_KEY, FakeUpstream
 from tidegate.store import Store
 from tidegate.store.engine import create_engine
@@ -382,25 +387,7 @@ def test_the_reaper_marks_a_killed_instances_requests_interrupted(
     key = admin(first, "POST", "/admin/keys", json={"name": "r"}).json()["key"]
     body = {"model": "openai-slow_stream", "stream": True,
             "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
-    started = threading.Event()
-
-    def stream() -> None:
-        try:
-            with httpx.stream(
-                "POST",
-                first.url + "/v1/chat/completions",
-                json=body,
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=30,
-            ) as response:
-                for _ in response.iter_lines():
-                    started.set()
-        except httpx.HTTPError:
-            pass  # the instance was killed under it
-
-    reader = threading.Thread(target=stream, daemon=True)
-    reader.start()
-    assert started.wait(10)
+    reader = stream_in_background(first.url + "/v1/chat/completions", body, key)
     eventually(lambda: [r["status"] for r in _recent(first)] == ["pending"])
     first.proc.kill()
     first.proc.wait(5)
