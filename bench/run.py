@@ -195,8 +195,10 @@ def measure_interleaved(
     return {t: (*last[t], statistics.median(cpus[t])) for t in targets}
 
 
-def _ratio(cpu: float, nginx: float | None) -> object:
-    return cpu / nginx if nginx else "-"
+def _ratio(cpu: float, base: float | None) -> object:
+    """`cpu` as a multiple of `base`, or "-" when the base measured nothing (a --quick run's
+    load can take less CPU than the clock's resolution)."""
+    return cpu / base if base else "-"
 
 
 def _nginx_note(b: Bench) -> str:
@@ -670,9 +672,9 @@ def tenancy(b: Bench) -> str:
         [
             name,
             per_request[name] * 1e3,
-            per_request[name] / per_request["off"],
+            _ratio(per_request[name], per_request["off"]),
             per_stream[name] / 50 * 1e6,
-            per_stream[name] / per_stream["off"],
+            _ratio(per_stream[name], per_stream["off"]),
         ]
         for name in per_request
     ]
