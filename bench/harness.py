@@ -144,7 +144,7 @@ def start_gateway(
     *,
     workers: int = 1,
     extra_args: Sequence[str] = (),
-    http_client: str = "aiohttp",
+    http_client: str = "builtin",
     extra_config: dict[str, Any] | None = None,
 ) -> Proc:
     """tidegate with a pass-through model `oa-c<N>-d<D>`, an Anthropic-format `an-c<N>-d<D>`

@@ -16,9 +16,10 @@
 Baselines: `direct` is the fake upstream itself; `floor` is bench/floor.py, the same proxying
 done by a bare uvicorn + aiohttp app with no gateway logic (the cost of the stack alone);
 `nginx` is bench/nginx.py, Debian's nginx as a plain streaming reverse proxy (skipped, and
-said so, when nginx is not installed). `nonstream` and `stream` also run `tidegate-builtin`, the
-gateway with `http.client: builtin`, and give every proxy's CPU as a ratio to nginx's; their
-targets take turns within each repeat, so that load on the machine falls on all of them alike.
+said so, when nginx is not installed). `nonstream` and `stream` also run `tidegate-aiohttp`, the
+gateway with `http.client: aiohttp` (the default is tidegate's own client), and give every
+proxy's CPU as a ratio to nginx's; their targets take turns within each repeat, so that load on
+the machine falls on all of them alike.
 CPU figures are the process's own user+system time over the measured window, the median of
 `--repeat` runs. Figures are Markdown tables; docs/performance.md explains them. Compare
 ratios within one run: absolute numbers move with the machine's load.
@@ -71,14 +72,14 @@ class Bench:
         self.upstream = start_upstream()
         self.gateway = start_gateway(self.upstream.port, SHAPES, workers=workers)
         self._floors: dict[tuple[int, int], Proc] = {}
-        self._builtin: Proc | None = None
+        self._aiohttp: Proc | None = None
         self._nginx: Proc | None = None
         self.nginx_missing = find_nginx() is None
 
     def proxies(self) -> list[str]:
         """The targets `nonstream` and `stream` compare: the baselines and both clients."""
         nginx = [] if self.nginx_missing else ["nginx"]
-        return ["direct", "floor", *nginx, "tidegate", "tidegate-builtin"]
+        return ["direct", "floor", *nginx, "tidegate", "tidegate-aiohttp"]
 
     def url(self, target: str, chunks: int, delay: int) -> tuple[str, str, Proc]:
         """(URL, model name, process) of a target for a response shape."""
@@ -94,18 +95,18 @@ class Bench:
                 "bench",
                 nginx,
             )
-        gateway = self.builtin() if target == "tidegate-builtin" else self.gateway
+        gateway = self.aiohttp() if target == "tidegate-aiohttp" else self.gateway
         return (
             f"http://127.0.0.1:{gateway.port}/v1/chat/completions",
             f"oa-c{chunks}-d{delay}",
             gateway,
         )
 
-    def builtin(self) -> Proc:
-        """The gateway with `http.client: builtin`, started on first use."""
-        if self._builtin is None:
-            self._builtin = start_gateway(self.upstream.port, SHAPES, http_client="builtin")
-        return self._builtin
+    def aiohttp(self) -> Proc:
+        """The gateway with `http.client: aiohttp`, started on first use."""
+        if self._aiohttp is None:
+            self._aiohttp = start_gateway(self.upstream.port, SHAPES, http_client="aiohttp")
+        return self._aiohttp
 
     def nginx(self) -> Proc:
         """nginx in front of the upstream (bench/nginx.py), started on first use."""
@@ -134,7 +135,7 @@ class Bench:
         return self._floors[(chunks, delay)]
 
     def close(self) -> None:
-        extra = [p for p in (self._builtin, self._nginx) if p is not None]
+        extra = [p for p in (self._aiohttp, self._nginx) if p is not None]
         for proc in [self.gateway, *extra, self.upstream, *self._floors.values()]:
             proc.stop()
 

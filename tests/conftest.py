@@ -52,7 +52,7 @@ SCENARIOS = {
 FORMATS = ["openai", "kb", "anthropic", "gemini", "ollama", "openai-responses"]
 TEST_TIMEOUTS = {"connect": 2, "first_byte": 1.5, "idle": 0.6, "total": 60}
 _LISTENING = re.compile(r"listening on (http://\S+?:\d+)")
-#: `TIDEGATE_TEST_HTTP_CLIENT=builtin` runs every gateway the tests start with that upstream
+#: `TIDEGATE_TEST_HTTP_CLIENT=aiohttp` runs every gateway the tests start with that upstream
 #: client (`http.client`), unless a test's config names one itself.
 HTTP_CLIENT = os.environ.get("TIDEGATE_TEST_HTTP_CLIENT", "")
 

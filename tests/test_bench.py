@@ -34,7 +34,7 @@ def test_bench_scenario_runs(scenario: str) -> None:
     assert rows, result.stdout
 
 
-def test_nonstream_compares_against_nginx_and_the_builtin_client() -> None:
+def test_nonstream_compares_against_nginx_and_the_aiohttp_client() -> None:
     """nginx is the baseline of issue 15's targets: its row and the ratios to it are there (the
     test skips, saying why, where nginx is not installed)."""
     from bench.nginx import find_nginx
@@ -51,4 +51,4 @@ def test_nonstream_compares_against_nginx_and_the_builtin_client() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "CPU vs nginx" in result.stdout
     targets = {line.split("|")[1].strip() for line in result.stdout.splitlines() if "|" in line}
-    assert {"nginx", "tidegate", "tidegate-builtin", "floor"} <= targets, result.stdout
+    assert {"nginx", "tidegate", "tidegate-aiohttp", "floor"} <= targets, result.stdout

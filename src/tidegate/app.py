@@ -196,7 +196,7 @@ class Gateway:
             if request.method == "POST":
                 await request.read_body(receive, self.max_body, self.body_timeout)
                 body_bytes = len(request.body)
-            watcher = ctx.watcher = DisconnectWatcher(receive)
+            watcher = ctx.watcher = DisconnectWatcher(receive, request.connection)
             assert found is not None
             request.params = found[1]
             await route.handler(self.services, ctx, request, send)

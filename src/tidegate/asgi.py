@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Required, TypedDict
+from typing import Any, Literal, Protocol, Required, TypedDict
 from urllib.parse import parse_qsl
 
 import orjson
@@ -69,7 +69,16 @@ class Request:
     than copied into a dict that would live as long as the response.
     """
 
-    __slots__ = ("_query", "_raw_headers", "body", "method", "params", "path", "query_string")
+    __slots__ = (
+        "_query",
+        "_raw_headers",
+        "body",
+        "connection",
+        "method",
+        "params",
+        "path",
+        "query_string",
+    )
 
     def __init__(self, scope: Scope):
         self.method: str = scope["method"]
@@ -79,6 +88,9 @@ class Request:
         self.body = b""
         self.params: dict[str, str] = {}  # from the route's path template
         self._query: dict[str, str] | None = None
+        extension = scope.get("extensions", _NO_EXTENSIONS).get(CONNECTION_EXTENSION)
+        #: The server's report of a lost connection, when it offers one (tidegate's does).
+        self.connection: ConnectionWatch | None = extension["watch"] if extension else None
 
     def header(self, name: bytes, default: str = "") -> str:
         """A header's value by its lower-case name (repeated headers joined with ", ")."""
@@ -163,21 +175,50 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+_NO_EXTENSIONS: dict[str, Any] = {}
+#: The ASGI scope extension (its dict's "watch") through which tidegate's own server protocol
+#: (server_protocol.py) reports a lost connection without a pending `receive()`.
+CONNECTION_EXTENSION = "tidegate.connection"
+
+
+class ConnectionWatch(Protocol):
+    """What a server offers under `scope["extensions"][CONNECTION_EXTENSION]`: callbacks
+    called once, from the loop, when the request's connection is lost."""
+
+    lost: bool
+
+    def add(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` when the connection is lost."""
+
+    def discard(self, callback: Callable[[], None]) -> None:
+        """Forget `callback` (the request has finished)."""
+
+
 class DisconnectWatcher:
     """Cancels the request's task when the client disconnects before the response is done.
 
     ASGI servers report a vanished client only through `receive()`; while the relay waits on
-    a silent upstream nothing else would notice. One pending `receive()` per request is kept,
-    with a callback instead of a watching coroutine (one frame less per open stream). The task
-    calls `done()` when it has finished, so a disconnect reported afterwards cancels nothing.
+    a silent upstream nothing else would notice. Under tidegate's own server protocol the
+    connection says so itself (`ConnectionWatch`, a callback: no task per request); under any
+    other ASGI server one pending `receive()` per request is kept, with a callback instead of
+    a watching coroutine. The task calls `done()` when it has finished, so a disconnect
+    reported afterwards cancels nothing.
 
     A resumable stream sets `on_disconnect`: called instead of cancelling, it decides (True:
     keep the task running, generating for a client that may come back).
     """
 
-    __slots__ = ("_finished", "_pending", "_receive", "_target", "disconnected", "on_disconnect")
+    __slots__ = (
+        "_finished",
+        "_pending",
+        "_receive",
+        "_target",
+        "_watch",
+        "disconnected",
+        "on_disconnect",
+    )
 
-    def __init__(self, receive: Receive):
+    def __init__(self, receive: Receive, watch: ConnectionWatch | None = None):
         task = asyncio.current_task()
         assert task is not None
         self._target = task
@@ -186,7 +227,13 @@ class DisconnectWatcher:
         self.disconnected = False
         self.on_disconnect: Callable[[], bool] | None = None
         self._pending: asyncio.Future[Any] | None = None
-        self._arm()
+        self._watch = watch
+        if watch is None:
+            self._arm()
+        elif watch.lost:
+            asyncio.get_running_loop().call_soon(self._gone)
+        else:
+            watch.add(self._gone)
 
     def _arm(self) -> None:
         self._pending = asyncio.ensure_future(self._receive())
@@ -196,14 +243,21 @@ class DisconnectWatcher:
         if future.cancelled() or self._finished:
             return
         if future.exception() is not None or future.result()["type"] == "http.disconnect":
-            self.disconnected = True
-            if self.on_disconnect is None or not self.on_disconnect():
-                self._target.cancel()
+            self._gone()
         else:
             self._arm()  # a request message after the body (an empty one for GET): keep watching
+
+    def _gone(self) -> None:
+        if self._finished or self.disconnected:
+            return
+        self.disconnected = True
+        if self.on_disconnect is None or not self.on_disconnect():
+            self._target.cancel()
 
     def done(self) -> None:
         """The response is complete; stop watching."""
         self._finished = True
+        if self._watch is not None:
+            self._watch.discard(self._gone)
         if self._pending is not None:
             self._pending.cancel()

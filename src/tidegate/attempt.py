@@ -110,7 +110,7 @@ class Attempt:
 
     def succeed(self) -> None:
         """The deployment answered well: it serves this request."""
-        metrics.ATTEMPTS.labels(self.deployment.key, "ok").inc()
+        metrics.labelled(metrics.ATTEMPTS, self.deployment.key, "ok").inc()
         self.deployment.health.success()
         self._ctx.dropped = self.call.dropped
         self._ctx.deployment = self.deployment.key
@@ -118,14 +118,14 @@ class Attempt:
     def fail(self, err: GatewayError) -> None:
         """The attempt failed; an upstream failure counts against the deployment."""
         self.error = err
-        metrics.ATTEMPTS.labels(self.deployment.key, err.code).inc()
+        metrics.labelled(metrics.ATTEMPTS, self.deployment.key, err.code).inc()
         if isinstance(err, UpstreamError):
             retry_after = err.retry_after if err.status == 429 else None
             health = self.deployment.health
             trips = health.trips
             health.failure(self._clock.now(), retry_after, err)
             if health.trips > trips:
-                metrics.COOLDOWNS.labels(self.deployment.key).inc()
+                metrics.labelled(metrics.COOLDOWNS, self.deployment.key).inc()
 
     # -- I/O ----------------------------------------------------------------------------------
 

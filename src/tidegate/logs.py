@@ -8,6 +8,7 @@ errors) use `logging`, routed through a `QueueListener` thread for the same reas
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.handlers
 import os
@@ -103,20 +104,31 @@ def setup_logging(
 class AccessLog:
     """Writes one JSON line per request to stderr from a thread, secrets removed.
 
-    The loop only enqueues the record and the time; serializing, redacting and stamping the
-    line (`"time"`, ISO 8601 UTC, last) happen in the writer thread.
+    The loop only appends the record and the time to a list, handed to the writer thread once
+    per loop iteration (one queue put and one thread wake-up for all the requests that ended
+    in it, instead of one per request); serializing, redacting and stamping each line
+    (`"time"`, ISO 8601 UTC, last) happen in the writer thread.
     """
 
     def __init__(self, redact: Redactor, fd: int | None = None):
         self._redact = redact
         self._fd = sys.stderr.fileno() if fd is None else fd
-        self._lines: queue.SimpleQueue[tuple[float, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._batches: queue.SimpleQueue[list[tuple[float, dict[str, Any]]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._pending: list[tuple[float, dict[str, Any]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.enabled = access_log.isEnabledFor(logging.INFO)
 
     def start(self) -> None:
-        """Start the writer thread (if access logging is enabled)."""
+        """Start the writer thread (if access logging is enabled); records written from the
+        running loop, if any, are handed over once per iteration."""
         if self.enabled and self._thread is None:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._loop = None
             self._thread = threading.Thread(
                 target=self._run, name="tidegate-access-log", daemon=True
             )
@@ -124,37 +136,50 @@ class AccessLog:
 
     def write(self, fields: dict[str, Any]) -> None:
         """Queue one record; never blocks."""
-        if self._thread is not None:
-            self._lines.put((time.time(), fields))
+        if self._thread is None:
+            return
+        line = (time.time(), fields)
+        if self._loop is None:
+            self._batches.put([line])
+            return
+        self._pending.append(line)
+        if len(self._pending) == 1:
+            self._loop.call_soon(self._hand_over)
+
+    def _hand_over(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._batches.put(batch)
 
     def close(self) -> None:
         """Write what is queued and stop the thread."""
         if self._thread is not None:
-            self._lines.put(None)
+            self._hand_over()
+            self._batches.put(None)
             self._thread.join(5)
             self._thread = None
 
     def _run(self) -> None:
         while True:
-            line = self._lines.get()
-            batch = []
-            while line is not None:
-                at, fields = line
-                fields["time"] = timestamp(at)
-                batch.append(self._redact.bytes(orjson.dumps(fields)) + b"\n")
-                if len(batch) >= 512:
+            batch = self._batches.get()
+            out: list[bytes] = []
+            while batch is not None:
+                for at, fields in batch:
+                    fields["time"] = timestamp(at)
+                    out.append(self._redact.bytes(orjson.dumps(fields)) + b"\n")
+                if len(out) >= 512:
                     break
                 try:
-                    line = self._lines.get_nowait()
+                    batch = self._batches.get_nowait()
                 except queue.Empty:
                     break
-            if batch:
-                data = b"".join(batch)
+            if out:
+                data = b"".join(out)
                 try:
                     with STDERR_LOCK:
                         while data:
                             data = data[os.write(self._fd, data) :]
                 except OSError:
                     pass  # stderr closed: nothing sensible left to do with the line
-            if line is None:
+            if batch is None:
                 return

@@ -14,6 +14,7 @@ With `--workers N` every worker counts into files under `PROMETHEUS_MULTIPROC_DI
 from __future__ import annotations
 
 import os
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -66,6 +67,21 @@ COOLDOWNS = Counter(
 )
 
 
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: _Metric, *values: str) -> _Metric:
+    """`metric.labels(*values)`, looked up once per label set: prometheus-client checks and
+    locks on every `labels()` call, which cost more than the count itself on the request path.
+    Label values come from the config, so the set of children stays bounded."""
+    key = (metric, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 def count_request(
     endpoint: str,
     model: str,
@@ -77,10 +93,10 @@ def count_request(
 ) -> None:
     """Count one finished request (`endpoint` a route template, `model` a configured name or
     `other`)."""
-    REQUESTS.labels(endpoint, model, str(status), error or "").inc()
-    DURATION.labels(endpoint).observe(duration)
+    labelled(REQUESTS, endpoint, model, str(status), error or "").inc()
+    labelled(DURATION, endpoint).observe(duration)
     if ttfb is not None:
-        TTFB.labels(endpoint, model).observe(ttfb)
+        labelled(TTFB, endpoint, model).observe(ttfb)
     if usage is not None:
         for kind, value in (
             ("input", usage.input_tokens),
@@ -90,7 +106,7 @@ def count_request(
             ("reasoning", usage.reasoning_tokens),
         ):
             if value:
-                TOKENS.labels(model, kind).inc(value)
+                labelled(TOKENS, model, kind).inc(value)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -35,6 +35,7 @@ the minor version it was tested with.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -42,6 +43,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from tidegate.asgi import CONNECTION_EXTENSION
 from tidegate.settings import LimitsConfig
 
 #: After a refusal: how long to keep reading (and dropping) what the client still sends.
@@ -63,6 +65,86 @@ class GatewayServerConfig(uvicorn.Config):
     def __init__(self, app: Any, *, limits: LimitsConfig, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.tidegate_limits = limits
+
+
+class ConnectionCallbacks:
+    """One connection's `ConnectionWatch` (asgi.py), offered to every request on it: the
+    app learns of a lost connection from a callback instead of a pending `receive()` (one
+    task less per request)."""
+
+    __slots__ = ("_callbacks", "lost")
+
+    def __init__(self) -> None:
+        self.lost = False
+        self._callbacks: set[Callable[[], None]] = set()
+
+    def add(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` when the connection is lost."""
+        self._callbacks.add(callback)
+
+    def discard(self, callback: Callable[[], None]) -> None:
+        """Forget `callback`."""
+        self._callbacks.discard(callback)
+
+    def fire(self) -> None:
+        """The connection is lost: call every callback once."""
+        self.lost = True
+        callbacks, self._callbacks = self._callbacks, set()
+        for callback in callbacks:
+            callback()
+
+
+class HeadWithBody:
+    """The transport as one response's cycle sees it until its head is written.
+
+    uvicorn writes a response's status line and headers as soon as the app starts the
+    response, and its body in another write: two system calls and two packets for every
+    whole response. Here the head is held until the first body write, if that comes in the
+    same loop iteration (a whole response, or a stream's head and first event: one write,
+    one packet); if it does not, the head goes out at the next iteration on its own, so a
+    client never waits for it. Then the cycle gets the real transport back.
+    """
+
+    __slots__ = ("_cycle", "_held", "_loop", "_transport")
+
+    def __init__(
+        self, transport: asyncio.Transport, cycle: Any, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        """Hold the head; send it with the first body bytes (anything else goes out now)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._cycle.transport = self._transport
+            self._transport.write(held + data)
+        elif self._cycle.response_started:
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)  # `100 Continue`, before any response
+
+    def flush(self) -> None:
+        """Send a head still held."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._cycle.transport = self._transport
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        """Send a head still held, then close."""
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        """Whether the connection is closing."""
+        return self._transport.is_closing()
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -97,6 +179,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._lingering = False
         self._dropped = 0
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._connection = ConnectionCallbacks()
+        self._extensions: dict[str, dict[object, object]] = {
+            CONNECTION_EXTENSION: {"watch": self._connection}
+        }
 
     # -- connection ----------------------------------------------------------------------
 
@@ -118,6 +204,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._linger_timer.cancel()
             self._linger_timer = None
         super().connection_lost(exc)
+        self._connection.fire()
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser, never more than the room left in the current request head."""
@@ -165,6 +252,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._ignoring:
             return
         super().on_message_begin()
+        self.scope["extensions"] = self._extensions
         self._header_count = 0
         if self._head_timer is None:
             self._arm_head_timer()
@@ -190,6 +278,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # a new cycle (not an upgrade)
+            cycle.transport = HeadWithBody(self.transport, cycle, self.loop)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         """Body bytes of a request being served (dropped after a refusal)."""

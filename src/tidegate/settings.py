@@ -239,10 +239,11 @@ class LimitsConfig(Frozen):
 
 
 class HttpConfig(Frozen):
-    """The pooled upstream HTTP client: `aiohttp` (the default), or `builtin`, tidegate's own
-    HTTP/1.1 client on asyncio protocols and httptools (providers/h1client.py)."""
+    """The pooled upstream HTTP client of the request path: `builtin` (the default),
+    tidegate's own HTTP/1.1 client on asyncio protocols and httptools (providers/h1client.py),
+    or `aiohttp`'s."""
 
-    client: Literal["aiohttp", "builtin"] = "aiohttp"
+    client: Literal["aiohttp", "builtin"] = "builtin"
     pool_size: PositiveInt = 512
     keepalive_seconds: PositiveFloat = 30.0
 

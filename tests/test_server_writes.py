@@ -1,0 +1,102 @@
+"""How the server protocol writes a response: the head and the body in one write when they
+come together, the head on its own when the body is late, and `100 Continue` at once
+(server_protocol.HeadWithBody), plus the lost-connection callbacks that replace a pending
+`receive()` per request (ConnectionCallbacks). Socket-level behaviour (keep-alive,
+pipelining, disconnects) is tested through real servers in test_limits.py and
+test_disconnect.py."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tidegate.server_protocol import ConnectionCallbacks, HeadWithBody
+
+
+class RecordingTransport:
+    """A transport that records each write as one item."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+class Cycle:
+    """What HeadWithBody reads of uvicorn's cycle."""
+
+    def __init__(self) -> None:
+        self.response_started = False
+        self.transport: Any = None
+
+
+def _wrapped() -> tuple[RecordingTransport, Cycle, HeadWithBody]:
+    transport, cycle = RecordingTransport(), Cycle()
+    wrapper = HeadWithBody(transport, cycle, asyncio.get_running_loop())  # type: ignore[arg-type]
+    cycle.transport = wrapper
+    return transport, cycle, wrapper
+
+
+def test_a_whole_response_leaves_in_one_write_and_the_cycle_gets_the_transport_back() -> None:
+    asyncio.run(_a_whole_response_leaves_in_one_write_and_the_cycle_gets_the_transport_back())
+
+
+async def _a_whole_response_leaves_in_one_write_and_the_cycle_gets_the_transport_back() -> None:
+    transport, cycle, wrapper = _wrapped()
+    cycle.response_started = True
+    wrapper.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    wrapper.write(b"{}")
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    assert cycle.transport is transport  # later chunks bypass the wrapper
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 1  # the scheduled flush has nothing left to send
+
+
+def test_a_head_whose_body_is_late_goes_out_at_the_next_loop_iteration() -> None:
+    asyncio.run(_a_head_whose_body_is_late_goes_out_at_the_next_loop_iteration())
+
+
+async def _a_head_whose_body_is_late_goes_out_at_the_next_loop_iteration() -> None:
+    transport, cycle, wrapper = _wrapped()
+    cycle.response_started = True
+    wrapper.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+    assert transport.writes == []
+    await asyncio.sleep(0)
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"]
+    assert cycle.transport is transport
+
+
+def test_100_continue_is_not_held_and_close_sends_a_held_head_first() -> None:
+    asyncio.run(_100_continue_is_not_held_and_close_sends_a_held_head_first())
+
+
+async def _100_continue_is_not_held_and_close_sends_a_held_head_first() -> None:
+    transport, cycle, wrapper = _wrapped()
+    wrapper.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response starts
+    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    cycle.response_started = True
+    wrapper.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+    wrapper.close()
+    assert transport.writes[1:] == [b"HTTP/1.1 204 No Content\r\n\r\n"]
+    assert transport.closed
+
+
+def test_connection_callbacks_fire_once_and_forgotten_ones_do_not() -> None:
+    watch = ConnectionCallbacks()
+    called: list[str] = []
+    kept, finished = (lambda: called.append("kept")), (lambda: called.append("finished"))
+    watch.add(kept)
+    watch.add(finished)
+    watch.discard(finished)  # its request ended before the connection was lost
+    watch.fire()
+    watch.fire()
+    assert called == ["kept"]
+    assert watch.lost
