@@ -446,7 +446,7 @@ def translation(b: Bench) -> str:
                 cpu / chunks * 1e6,
             ]
         )
-    rows[1].append(float(rows[1][-1]) / float(rows[0][-1]))  # type: ignore[arg-type]
+    rows[1].append(_ratio(float(rows[1][-1]), float(rows[0][-1])))  # type: ignore[arg-type]
     rows[0].append(1.0)
     return table(
         f"Translation vs pass-through, {chunks}-chunk streams, concurrency {concurrency}",
@@ -505,7 +505,9 @@ def described(b: Bench) -> str:
         samples, _, cpu = measure(b.gateway, url, body, concurrency, total)
         assert all(s.ok for s in samples), f"{model}: failed requests"
         cpus.append(cpu / size)
-        rows.append(["gateway → Anthropic client", label, cpu / size * 1e6, cpus[-1] / cpus[0]])
+        rows.append(
+            ["gateway → Anthropic client", label, cpu / size * 1e6, _ratio(cpus[-1], cpus[0])]
+        )
     return table(
         f"Described SSE provider vs the built-in OpenAI parser, same stream ({size}-chunk "
         f"streams at concurrency {concurrency} through the gateway)",
