@@ -23,6 +23,15 @@ import psutil
 import pytest
 
 from tests.conftest import CLIENT_KEY, GatewayProcess
+from tests.rawhttp import (
+    HEALTHZ,
+    address,
+    body_of,
+    connect,
+    read_responses,
+    read_until_closed,
+    status_of,
+)
 
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
@@ -39,47 +48,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     process = GatewayProcess(CONFIG, tmp_path_factory.mktemp("limits"))
     yield process
     process.stop()
-
-
-def address(gw: GatewayProcess) -> tuple[str, int]:
-    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
-    return host, int(port)
-
-
-def connect(gw: GatewayProcess, timeout: float = 5) -> socket.socket:
-    return socket.create_connection(address(gw), timeout=timeout)
-
-
-def read_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, bool, float]:
-    """Everything the server sends within `seconds`: (bytes, closed by the server?, elapsed)."""
-    start = time.monotonic()
-    deadline = start + seconds
-    data = b""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return data, False, time.monotonic() - start
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            return data, False, time.monotonic() - start
-        except ConnectionResetError:
-            return data, True, time.monotonic() - start
-        if not chunk:
-            return data, True, time.monotonic() - start
-        data += chunk
-
-
-def status_of(response: bytes) -> int:
-    """The status code of a raw response (0 if there is none)."""
-    if not response.startswith(b"HTTP/1.1 "):
-        return 0
-    return int(response[9:12])
-
-
-def body_of(response: bytes) -> bytes:
-    return response.partition(b"\r\n\r\n")[2]
 
 
 class HealthProbe:
@@ -247,33 +215,6 @@ def test_an_idle_new_connection_is_closed_without_a_response(gw: GatewayProcess)
 
 
 # -- keep-alive and pipelining -------------------------------------------------------------
-
-HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-def read_responses(sock: socket.socket, count: int, seconds: float = 5) -> list[bytes]:
-    """`count` whole responses with a content-length, read from a keep-alive connection."""
-    deadline = time.monotonic() + seconds
-    data = b""
-    out: list[bytes] = []
-    while len(out) < count:
-        head, sep, rest = data.partition(b"\r\n\r\n")
-        if sep:
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if len(rest) >= length:
-                out.append(head + sep + rest[:length])
-                data = rest[length:]
-                continue
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return out
 
 
 def test_keep_alive_and_pipelining_still_work(gw: GatewayProcess) -> None:

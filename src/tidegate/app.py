@@ -183,7 +183,8 @@ class Gateway:
             if not methods:
                 raise NotFound(f"no route for {request.path}")
             if route is None:
-                raise MethodNotAllowed(f"{request.path} accepts {', '.join(methods)}")
+                allowed = list(methods)
+                raise MethodNotAllowed(f"{request.path} accepts {', '.join(allowed)}", allowed)
             # Anything under /admin/ is admin, whatever its route says.
             access = "admin" if request.path.startswith("/admin/") else route.access
             if access == "client_or_token" and "token" in request.query:
@@ -249,6 +250,8 @@ class Gateway:
             headers.append((b"retry-after", str(max(1, round(err.retry_after))).encode()))
         if err.status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
+        if isinstance(err, MethodNotAllowed):
+            headers.append((b"allow", ", ".join(err.allowed).encode()))
         if isinstance(err, RequestTimeout):
             # The rest of a slow body is not worth waiting for on this connection.
             headers.append((b"connection", b"close"))

@@ -127,10 +127,15 @@ class NotFound(ClientError):
 
 
 class MethodNotAllowed(ClientError):
-    """The path exists, the method does not."""
+    """The path exists, the method does not; `allowed` goes in the `Allow` header a 405 must
+    have (RFC 9110 15.5.6)."""
 
     status = 405
     code = "method_not_allowed"
+
+    def __init__(self, message: str, allowed: list[str]):
+        super().__init__(message)
+        self.allowed = allowed
 
 
 class RequestTimeout(ClientError):

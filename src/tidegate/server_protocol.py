@@ -14,7 +14,17 @@ subclass of `HttpToolsProtocol` adds, per connection (settings under `limits:`):
   else 408 (or, if nothing at all was received, the connection is simply closed);
 - `max_connections`: a connection beyond it is answered 503 as soon as it is accepted;
 - a request answered before its body was read (401 before the key, 413, 408) closes its
-  connection after the answer instead of reading the rest of the body indefinitely.
+  connection after the answer instead of reading the rest of the body indefinitely;
+- framing the parser accepts but cannot honour is refused before the app sees it: a
+  `Transfer-Encoding` with a coding before `chunked` (`gzip, chunked` would hand the app an
+  undecoded body) is 501, and an HTTP/1.1 request without exactly one `Host` is 400 (RFC 9112
+  6.1 and 3.2). A `Transfer-Encoding` that does not end in exactly one `chunked` is 400 (RFC
+  9112 6.3), as httptools would also have it, and httptools refuses `Content-Length` with
+  `Transfer-Encoding` and two `Content-Length`s;
+- a request the parser rejects is answered 400 through the same refusal as the limits (JSON,
+  lingering close), not uvicorn's own answer, which is written at once: behind a pipelined
+  request still being served, that 400 went out first and read as the answer to the earlier
+  request, whose own response was then lost.
 
 A refusal is written here (the app never sees the request) with `connection: close`; then the
 connection is half-closed, and what the client still sends is read and dropped, for at most
@@ -52,8 +62,10 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 2 * 1024 * 1024
 
 _REASONS = {
+    400: b"Bad Request",
     408: b"Request Timeout",
     431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
     503: b"Service Unavailable",
 }
 
@@ -171,6 +183,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
+        # Per request: the `Host` header lines, and the codings named by `Transfer-Encoding`.
+        self._host_count = 0
+        self._codings: list[bytes] = []
         self._head_timer: asyncio.TimerHandle | None = None
         # A refusal decided inside a parser callback, sent once the parser has returned.
         self._pending: tuple[int, str, str] | None = None
@@ -254,6 +269,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self.scope["extensions"] = self._extensions
         self._header_count = 0
+        self._host_count = 0
+        self._codings = []
         if self._head_timer is None:
             self._arm_head_timer()
 
@@ -269,14 +286,36 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 f"the request has more than {self._max_headers} header fields",
             )
             return
+        lowered = name.lower()
+        if lowered == b"host":
+            self._host_count += 1
+        elif lowered == b"transfer-encoding":
+            self._codings += [c.strip().lower() for c in value.split(b",")]
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        """The head is complete and within limits: stop its clock and hand it to uvicorn."""
+        """The head is complete and within limits: stop its clock and hand it to uvicorn,
+        unless its framing or `Host` is one to refuse."""
         if self._ignoring:
             return
         self._in_head = False
         self._cancel_head_timer()
+        codings = self._codings
+        if codings and (codings[-1] != b"chunked" or codings.count(b"chunked") > 1):
+            self._pending = (400, "bad_request", "the body's length cannot be determined")
+            return
+        if len(codings) > 1:
+            self._pending = (
+                501,
+                "not_implemented",
+                "the only transfer coding accepted in a request is chunked",
+            )
+            return
+        if self._host_count > 1 or (
+            self._host_count == 0 and self.parser.get_http_version() == "1.1"
+        ):
+            self._pending = (400, "bad_request", "an HTTP/1.1 request needs one Host header")
+            return
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # a new cycle (not an upgrade)
@@ -318,6 +357,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         ):
             self._linger()
 
+    def send_400_response(self, msg: str) -> None:
+        """The parser rejected the request (uvicorn has logged it): refuse it like a limit,
+        unless a refusal was already decided earlier in the same read (the bytes the parser
+        choked on came after a head refused, say, for its `Transfer-Encoding`)."""
+        if self._ignoring:
+            return
+        self._refuse(400, "bad_request", "the request is not valid HTTP/1.1")
+
     def _unsupported_upgrade_warning(self) -> None:
         """tidegate serves no WebSockets (`ws: none`): an upgrade request is answered as plain
         HTTP. uvicorn would log two warnings per such request, one advising to install a
@@ -351,12 +398,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
-            # An earlier request's response is on the wire: a status line now would corrupt it.
-            self._lingering = True
+            # A request is still unanswered. If the refusal is about its own body (a malformed
+            # chunk), no response has begun and no earlier request is waiting to be answered
+            # (the pipeline is empty), the refusal is its answer: the app, waiting for that
+            # body, sees a disconnect and sends nothing. Otherwise the refusal is about a later
+            # request, and earlier responses come first on the wire: a status line now would
+            # corrupt one or read as its answer, so the connection is cut off instead.
             cycle.disconnected = True
             cycle.message_event.set()
-            self.transport.close()
-            return
+            if not cycle.more_body or cycle.response_started or self.pipeline:
+                self._lingering = True
+                self.transport.close()
+                return
         body = orjson.dumps({"error": {"message": message, "code": code}})
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
