@@ -393,7 +393,8 @@ def memory(b: Bench) -> str:
     """Open paced streams: memory per stream, and CPU per chunk with one event per read."""
     count = n(1000)
     rows = []
-    for target in ("floor", "tidegate"):
+    nginx = [] if b.nginx_missing else ["nginx"]
+    for target in ("floor", *nginx, "tidegate"):
         url, model, proc = b.url(target, 2000, 100)
         body = {"model": model, "messages": MESSAGES, "stream": True}
         warm_url, warm_model, _ = b.url(target, 1, 0)
@@ -411,8 +412,15 @@ def memory(b: Bench) -> str:
                 held.window_cpu / max(1, held.window_chunks) * 1e6,
             ]
         )
+    if nginx:
+        base = rows[1]
+        for row in rows:
+            row += [
+                _ratio(float(row[4]), float(base[4])),  # type: ignore[arg-type]
+                _ratio(float(row[6]), float(base[6])),  # type: ignore[arg-type]
+            ]
     return table(
-        f"{count} open streams, one chunk per stream every 100 ms",
+        f"{count} open streams, one chunk per stream every 100 ms" + _nginx_note(b),
         [
             "target",
             "streams open",
@@ -421,6 +429,7 @@ def memory(b: Bench) -> str:
             "KiB per stream",
             "chunks/s",
             "CPU µs/chunk",
+            *(["memory vs nginx", "CPU vs nginx"] if nginx else []),
         ],
         rows,
     )

@@ -1,7 +1,8 @@
 """How the server protocol writes a response: the head and the body in one write when they
 come together, the head on its own when the body is late, and `100 Continue` at once
-(server_protocol.HeadWithBody), plus the lost-connection callbacks that replace a pending
-`receive()` per request (ConnectionCallbacks). Socket-level behaviour (keep-alive,
+(server_protocol.HeadWithBody), the lost-connection callbacks that replace a pending
+`receive()` per request (ConnectionCallbacks), and the direct body writer a spliced relay
+writes with (CycleWriter). Socket-level behaviour (keep-alive,
 pipelining, disconnects) is tested through real servers in test_limits.py and
 test_disconnect.py."""
 
@@ -89,8 +90,55 @@ async def _100_continue_is_not_held_and_close_sends_a_held_head_first() -> None:
     assert transport.closed
 
 
+class Flow:
+    write_paused = False
+
+
+class StreamingCycle(Cycle):
+    """What CycleWriter and ConnectionCallbacks.body_writer read of uvicorn's cycle."""
+
+    def __init__(self, scope: dict[str, Any], transport: RecordingTransport) -> None:
+        super().__init__()
+        self.scope = scope
+        self.transport = transport
+        self.flow = Flow()
+        self.chunked_encoding = True
+        self.response_complete = False
+        self.disconnected = False
+
+
+class Protocol:
+    cycle: StreamingCycle | None = None
+
+
+def test_a_body_writer_is_offered_only_for_the_current_started_chunked_response() -> None:
+    protocol = Protocol()
+    watch = ConnectionCallbacks(protocol)  # type: ignore[arg-type]
+    scope: dict[str, Any] = {}
+    assert watch.body_writer(scope) is None  # no response on the connection
+    transport = RecordingTransport()
+    protocol.cycle = cycle = StreamingCycle(scope, transport)
+    assert watch.body_writer(scope) is None  # not started yet
+    cycle.response_started = True
+    assert watch.body_writer({}) is None  # another request's scope (a pipelined one)
+    cycle.chunked_encoding = False
+    assert watch.body_writer(scope) is None  # a content-length response
+    cycle.chunked_encoding = True
+    writer = watch.body_writer(scope)
+    assert writer is not None
+    writer.write(b"data: 1\n\n")
+    assert transport.writes == [b"9\r\ndata: 1\n\n\r\n"]  # one chunk, framed
+    assert not writer.paused
+    cycle.flow.write_paused = True
+    assert writer.paused
+    cycle.disconnected = True
+    writer.write(b"data: 2\n\n")  # the client has gone: dropped
+    assert len(transport.writes) == 1
+    assert watch.body_writer(scope) is None
+
+
 def test_connection_callbacks_fire_once_and_forgotten_ones_do_not() -> None:
-    watch = ConnectionCallbacks()
+    watch = ConnectionCallbacks(Protocol())  # type: ignore[arg-type]
     called: list[str] = []
     kept, finished = (lambda: called.append("kept")), (lambda: called.append("finished"))
     watch.add(kept)

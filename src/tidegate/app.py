@@ -198,6 +198,8 @@ class Gateway:
                 await request.read_body(receive, self.max_body, self.body_timeout)
                 body_bytes = len(request.body)
             watcher = ctx.watcher = DisconnectWatcher(receive, request.connection)
+            if request.connection is not None:
+                ctx.body_writer = request.body_writer
             assert found is not None
             request.params = found[1]
             await route.handler(self.services, ctx, request, send)

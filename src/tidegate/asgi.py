@@ -72,6 +72,7 @@ class Request:
     __slots__ = (
         "_query",
         "_raw_headers",
+        "_scope",
         "body",
         "connection",
         "method",
@@ -85,6 +86,7 @@ class Request:
         self.path: str = scope["path"]
         self.query_string: bytes = scope.get("query_string", b"")
         self._raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        self._scope = scope
         self.body = b""
         self.params: dict[str, str] = {}  # from the route's path template
         self._query: dict[str, str] | None = None
@@ -98,6 +100,11 @@ class Request:
         if not found:
             return default
         return b", ".join(found).decode("latin-1")
+
+    def body_writer(self) -> BodyWriter | None:
+        """The server's direct writer for this request's started, streamed response, if it
+        offers one (see `BodyWriter`)."""
+        return self.connection.body_writer(self._scope) if self.connection else None
 
     @property
     def query(self) -> dict[str, str]:
@@ -181,9 +188,23 @@ _NO_EXTENSIONS: dict[str, Any] = {}
 CONNECTION_EXTENSION = "tidegate.connection"
 
 
+class BodyWriter(Protocol):
+    """Writes the body of a started, streamed response straight to the connection, outside
+    ASGI `send` (for a relay that forwards from a callback). Bytes written after the client
+    has gone are dropped."""
+
+    @property
+    def paused(self) -> bool:
+        """The client is not reading fast enough: write nothing more until it drains."""
+
+    def write(self, data: bytes) -> None:
+        """Send `data` (not empty) as the next body bytes, now."""
+
+
 class ConnectionWatch(Protocol):
     """What a server offers under `scope["extensions"][CONNECTION_EXTENSION]`: callbacks
-    called once, from the loop, when the request's connection is lost."""
+    called once, from the loop, when the request's connection is lost; and a direct writer
+    for the body of a streamed response."""
 
     lost: bool
 
@@ -192,6 +213,10 @@ class ConnectionWatch(Protocol):
 
     def discard(self, callback: Callable[[], None]) -> None:
         """Forget `callback` (the request has finished)."""
+
+    def body_writer(self, scope: Scope) -> BodyWriter | None:
+        """A writer for the streamed response of the request of `scope`, once it has started
+        (None when the server cannot offer one for it now)."""
 
 
 class DisconnectWatcher:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
-from tidegate.asgi import DisconnectWatcher
+from tidegate.asgi import BodyWriter, DisconnectWatcher
 from tidegate.auth import Identity
 from tidegate.events import Usage
 from tidegate.limits import Lease
@@ -21,6 +22,7 @@ class RequestContext:
 
     __slots__ = (
         "attempts",
+        "body_writer",
         "client",
         "committed",
         "deployment",
@@ -74,6 +76,8 @@ class RequestContext:
         self.resumable = False
         #: Watches for the client leaving (set by the app once the body is read).
         self.watcher: DisconnectWatcher | None = None
+        #: The server's direct writer for a streamed response, when it offers one.
+        self.body_writer: Callable[[], BodyWriter | None] | None = None
         self.status = 0
         self.error_code: str | None = None
         self.error_detail: str | None = None  # log-only, see GatewayError.detail

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
-from tidegate.asgi import Send
+from tidegate.asgi import BodyWriter, Send
 from tidegate.attempt import READ_SLICE, Attempt
 from tidegate.context import RequestContext
 from tidegate.errors import (
@@ -38,17 +38,23 @@ from tidegate.formats.base import (
     PARSE_ERRORS,
     PassthroughFilter,
     StreamEncoder,
+    StreamParser,
     StreamState,
     malformed,
 )
 from tidegate.limits import Lease
 from tidegate.logs import log
 from tidegate.providers.base import Provider
-from tidegate.providers.http import UpstreamCall, upstream_error_from_exception
+from tidegate.providers.http import (
+    UpstreamCall,
+    UpstreamResponse,
+    upstream_error_from_exception,
+)
 from tidegate.redact import StreamRedactor
 from tidegate.services import Services
 from tidegate.settings import RoutingConfig
 from tidegate.streams import DEFAULT_RESUME_GRACE, RunningStream, StreamLog, keep_for_resume
+from tidegate.watchdog import Watchdog
 
 #: The longest error message a client sees (redacted first, then shortened to this).
 MESSAGE_CHARS = 1000
@@ -95,7 +101,8 @@ async def relay_stream(
         async with open_stream(ctx, router, model, prepare, config.routing, clock) as attempt:
             opened = True
             await keepalive.stop()
-            skip_end = await _forward(ctx, attempt, encoder, state, send, redactor, running)
+            direct = log is None  # a resumable stream's writes go through its log's tee
+            skip_end = await _forward(ctx, attempt, encoder, state, send, redactor, running, direct)
         # Leaving the block released the upstream: the last write below holds nothing of it.
     except asyncio.CancelledError:
         # Stopped before the first event (cancelled, shutting down): an error like any other.
@@ -179,8 +186,10 @@ async def _forward(
     send: Send,
     redactor: StreamRedactor,
     running: RunningStream,
+    direct: bool,
 ) -> bool:
-    """Commit and forward until the upstream ends or fails; true if its end was forwarded."""
+    """Commit and forward until the upstream ends or fails; true if its end was forwarded.
+    `direct`: the stream may be written with the server's `BodyWriter` (see `_Splice`)."""
     ctx.mark_first_byte()
     if not ctx.committed:
         await _commit(ctx, encoder, send)
@@ -204,7 +213,8 @@ async def _forward(
         await send({"type": "http.response.body", "body": first, "more_body": True})
     opened.dog.streaming()
     try:
-        await _pump(opened, encoder, state, send, filt, redactor, lease)
+        writer = ctx.body_writer() if direct and ctx.body_writer is not None else None
+        await _pump(opened, encoder, state, send, filt, redactor, lease, writer)
     except asyncio.CancelledError:
         own = _own_cancellation(opened, running)
         if own is None:
@@ -310,17 +320,46 @@ async def _pump(
     filt: PassthroughFilter | None,
     redactor: StreamRedactor,
     lease: Lease | None,
+    writer: BodyWriter | None,
 ) -> None:
     parser, dog, passthrough = opened.parser, opened.dog, opened.passthrough
     assert parser is not None and opened.response is not None
-    read = opened.response.reader()
+    response = opened.response
+    read = response.reader()
     redact = redactor.feed
+
+    def step(chunk: bytes) -> bytes:
+        """One upstream read: parsed (on the side, in pass-through), counted, charged,
+        filtered and redacted; returns what goes to the client."""
+        try:
+            events = parser.feed(chunk)
+        except PARSE_ERRORS as exc:
+            raise malformed(exc) from None
+        if events:
+            state.observe(events)
+        if lease is not None:
+            lease.observe(events, chunk)  # tokens charged as they stream
+        if passthrough:
+            state.events_out += _events_in(chunk)
+            if state.error is not None:
+                state.error_forwarded = True  # the upstream's own error event goes out as it came
+            if filt is not None:
+                chunk = filt.feed(chunk) + (filt.flush() if state.error is not None else b"")
+            chunk = redact(chunk)
+            if chunk:
+                state.last_sent = chunk
+            return chunk
+        return redact(encoder.encode(events)) if events else b""
+
+    splice = _Splice(step, writer, response, state, parser, dog) if writer is not None else None
     rest, opened.leftover = opened.leftover, b""  # read before the commit, not parsed yet
     while state.error is None and not parser.done:
         if rest:
             await asyncio.sleep(0)  # let others run between the slices of one large read
             chunk, rest = rest, b""
         else:
+            if splice is not None and await splice.run():
+                continue  # the splice ended: the loop goes on from where it left off
             dog.begin_wait()
             chunk = await read()
             dog.end_wait()
@@ -351,26 +390,77 @@ async def _pump(
                     "upstream stream ended before its end marker (truncated answer)"
                 )
             return
+        out = step(chunk)
+        if out:
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+
+
+class _Splice:
+    """Pass-through from inside the upstream client's I/O callback: each read goes through
+    the same `step` as in `_pump`'s loop and is written with the server's `BodyWriter`, with
+    no task woken and no ASGI message per read.
+
+    It covers the steady state only. Whatever is not routine ends it and hands the stream back
+    to `_pump`'s loop, which deals with it as it always does: the body's end, an upstream
+    error or close, a read larger than `READ_SLICE` (sliced there), a client that stops
+    reading (the loop's `send` waits for it to drain, and the upstream is paused when the
+    reads pile up), the parser done or reporting an error, or `step` raising. Deadlines stay
+    the watchdog's: it cancels the task waiting for the splice to end, like a waiting read.
+    """
+
+    __slots__ = ("_dog", "_parser", "_response", "_state", "_step", "_writer", "error")
+
+    def __init__(
+        self,
+        step: Callable[[bytes], bytes],
+        writer: BodyWriter,
+        response: UpstreamResponse,
+        state: StreamState,
+        parser: StreamParser,
+        dog: Watchdog,
+    ) -> None:
+        self._step = step
+        self._writer = writer
+        self._response = response
+        self._state = state
+        self._parser = parser
+        self._dog = dog
+        self.error: BaseException | None = None
+
+    async def run(self) -> bool:
+        """Splice until something needs the loop; False if it could not start at all."""
+        if self._writer.paused:
+            return False
+        ended = self._response.splice(self._sink)
+        if ended is None:
+            return False
+        dog = self._dog
+        dog.begin_wait()
         try:
-            events = parser.feed(chunk)
-        except PARSE_ERRORS as exc:
-            raise malformed(exc) from None
-        if events:
-            state.observe(events)
-        if lease is not None:
-            lease.observe(events, chunk)  # tokens charged as they stream
-        if passthrough:
-            state.events_out += _events_in(chunk)
-            if state.error is not None:
-                state.error_forwarded = True  # the upstream's own error event goes out as it came
-            if filt is not None:
-                chunk = filt.feed(chunk) + (filt.flush() if state.error is not None else b"")
-            chunk = redact(chunk)
-            if chunk:
-                state.last_sent = chunk
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        elif events:
-            await _send_body(send, redact(encoder.encode(events)))
+            await ended
+        finally:
+            self._response.unsplice()
+        dog.end_wait()
+        if self.error is not None:
+            raise self.error
+        return True
+
+    def _sink(self, chunk: bytes) -> bool:
+        writer = self._writer
+        if len(chunk) > READ_SLICE or writer.paused:
+            return False
+        self._dog.arrived()
+        try:
+            out = self._step(chunk)
+            if out:
+                writer.write(out)
+        except Exception as exc:  # raised in the task, by `run`, as `_pump` would have
+            self.error = exc
+            self._response.unsplice()
+            return True
+        if self._state.error is not None or self._parser.done or writer.paused:
+            self._response.unsplice()
+        return True
 
 
 def _events_in(chunk: bytes) -> int:

@@ -79,16 +79,55 @@ class GatewayServerConfig(uvicorn.Config):
         self.tidegate_limits = limits
 
 
+class CycleWriter:
+    """`BodyWriter` (asgi.py) for one response on this connection: chunked body bytes written
+    to the transport as uvicorn's `send` would, without an ASGI message and a coroutine per
+    write. Only offered for a started chunked response; the response's end still goes through
+    `send`, which writes the last chunk and completes the cycle."""
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+
+    @property
+    def paused(self) -> bool:
+        """The client's socket buffer is full (uvicorn's flow control says so)."""
+        return bool(self._cycle.flow.write_paused)
+
+    def write(self, data: bytes) -> None:
+        """One chunk of the body (dropped once the client has gone)."""
+        cycle = self._cycle
+        if not cycle.disconnected and not cycle.response_complete:
+            cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+
 class ConnectionCallbacks:
     """One connection's `ConnectionWatch` (asgi.py), offered to every request on it: the
     app learns of a lost connection from a callback instead of a pending `receive()` (one
-    task less per request)."""
+    task less per request), and may write a streamed body directly (`CycleWriter`)."""
 
-    __slots__ = ("_callbacks", "lost")
+    __slots__ = ("_callbacks", "_protocol", "lost")
 
-    def __init__(self) -> None:
+    def __init__(self, protocol: HttpToolsProtocol) -> None:
         self.lost = False
+        self._protocol = protocol
         self._callbacks: set[Callable[[], None]] = set()
+
+    def body_writer(self, scope: dict[str, Any]) -> CycleWriter | None:
+        """A writer for the response of `scope`, if it is the connection's current one and a
+        started chunked response still open."""
+        cycle = self._protocol.cycle
+        if (
+            cycle is None
+            or cycle.scope is not scope
+            or not cycle.response_started
+            or not cycle.chunked_encoding
+            or cycle.response_complete
+            or cycle.disconnected
+        ):
+            return None
+        return CycleWriter(cycle)
 
     def add(self, callback: Callable[[], None]) -> None:
         """Call `callback()` when the connection is lost."""
@@ -194,7 +233,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._lingering = False
         self._dropped = 0
         self._linger_timer: asyncio.TimerHandle | None = None
-        self._connection = ConnectionCallbacks()
+        self._connection = ConnectionCallbacks(self)
         self._extensions: dict[str, dict[object, object]] = {
             CONNECTION_EXTENSION: {"watch": self._connection}
         }

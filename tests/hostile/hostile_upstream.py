@@ -425,6 +425,22 @@ async def big_events(c: Conn) -> None:
         await c.write(chunk)
 
 
+#: Events in a `numbered` stream, and the padding that makes each about 1 KB.
+NUMBERED = 12_000
+PADDING = "y" * 1000
+
+
+async def numbered(c: Conn) -> None:
+    """A fast, finite stream of `NUMBERED` text events of about 1 KB, each starting with its
+    number (`<00042>`), then its end: 12 MB, more than the sockets between can hold."""
+    await c.head()
+    await c.write(first_events("openai"))
+    for i in range(NUMBERED):
+        delta = {"content": f"<{i:05d}>{PADDING}"}
+        await c.write(sse({"id": "c", "choices": [{"index": 0, "delta": delta}]}))
+    await c.write(b"data: [DONE]\n\n")
+
+
 async def trickle(c: Conn) -> None:
     """Headers, then one byte of a valid stream every 50 ms."""
     await c.head()
@@ -482,6 +498,7 @@ SCRIPTS: dict[str, Script] = {
     "endless_line": endless_line,
     "gzip_bomb": gzip_bomb,
     "big_events": big_events,
+    "numbered": numbered,
     "trickle": trickle,
     "flood": flood,
     "stall": stall,

@@ -11,6 +11,7 @@ Invariants, each checked against a real gateway process in front of `HostileUpst
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -25,12 +26,15 @@ from tests.conftest import GatewayProcess
 from tests.hostile.hostile_upstream import (
     CONFUSED,
     FORMATS,
+    NUMBERED,
+    PADDING,
     SECRET,
     HostileUpstream,
     bomb,
     error_event,
     leaky_message,
 )
+from tests.rawhttp import parse_responses
 
 TIMEOUTS = {"connect": 2, "first_byte": 2, "idle": 2, "total": 8}
 LAG_LIMIT_MS = 50
@@ -333,7 +337,7 @@ def test_a_client_that_stops_reading_frees_the_upstream_at_the_deadline(
         }
     )
     sock = socket.create_connection((host, int(port)))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     sock.sendall(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
@@ -353,6 +357,48 @@ def test_a_client_that_stops_reading_frees_the_upstream_at_the_deadline(
         assert runtime(hgw)["in_flight"] == 0
     finally:
         sock.close()
+
+
+def test_a_slow_reader_gets_every_event_once_and_in_order(hgw: GatewayProcess) -> None:
+    """Backpressure loses nothing: a client with a small, fixed receive buffer that reads
+    nothing for a second makes the gateway's writes pile up past what the kernel holds (12 MB
+    of events), so the relay stops forwarding from the upstream's callback, waits for it to
+    drain, and the upstream is paused; then every event arrives, once and in order, followed
+    by the stream's end."""
+    host, port = hgw.url.removeprefix("http://").rsplit(":", 1)
+    body = orjson.dumps(
+        {
+            "model": "openai-h",
+            "stream": True,
+            "messages": [{"role": "user", "content": "HOSTILE:numbered"}],
+        }
+    )
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.settimeout(5)
+    try:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        time.sleep(1)  # reading nothing: the gateway must hold back
+        received = bytearray()
+        deadline = time.monotonic() + 20
+        while not received.endswith(b"\r\n0\r\n\r\n") and time.monotonic() < deadline:
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            received += data
+    finally:
+        sock.close()
+    (response,) = parse_responses(bytes(received))
+    assert response.status == 200
+    numbers = [int(n) for n in re.findall(rb"<(\d{5})>", response.body)]
+    assert numbers == list(range(NUMBERED))
+    assert response.body.count(PADDING.encode()) == NUMBERED
+    assert response.body.rstrip().endswith(b"data: [DONE]")
 
 
 def test_the_gateway_still_answers_after_all_of_it(hgw: GatewayProcess) -> None:

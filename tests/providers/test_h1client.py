@@ -622,3 +622,105 @@ def test_a_full_pool_closes_another_origins_idle_connection_to_make_room() -> No
             await c.aclose()
 
     run(main())
+
+
+def _chunked_parts(parts: list[bytes], pause: float = 0.02) -> Handler:
+    """A server answering every request with `parts` as chunks, `pause` apart."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for part in parts:
+                await asyncio.sleep(pause)
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+
+    return handler
+
+
+def test_a_spliced_body_goes_to_the_sink_and_the_connection_is_reused() -> None:
+    """Splicing hands each read to the sink from the I/O callback; the splice's future is
+    done at the body's end, `read_chunk` then says the body is over, and the connection goes
+    back to the pool."""
+
+    async def main() -> None:
+        parts = [b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]
+        async with Server(_chunked_parts(parts)) as srv:
+            c = await client()
+            for _ in range(2):
+                response = await c.send(call(srv.url), connect_timeout=2, model="m")
+                seen: list[bytes] = []
+
+                def sink(data: bytes, seen: list[bytes] = seen) -> bool:
+                    seen.append(data)
+                    return True
+
+                ended = response.splice(sink)
+                assert ended is not None
+                await ended
+                response.unsplice()
+                assert await response.read_chunk() == b""
+                assert seen == parts
+                response.close()
+            assert srv.connections == 1
+            await c.aclose()
+
+    run(main())
+
+
+def test_bytes_a_sink_declines_are_read_after_the_splice_ends() -> None:
+    """A sink that declines a read ends the splice; that read and the rest of the body come
+    from `read_chunk`, in order, nothing lost or repeated."""
+
+    async def main() -> None:
+        parts = [b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]
+        async with Server(_chunked_parts(parts)) as srv:
+            c = await client()
+            response = await c.send(call(srv.url), connect_timeout=2, model="m")
+            seen: list[bytes] = []
+
+            def sink(data: bytes) -> bool:
+                if seen:
+                    return False  # the second read is declined
+                seen.append(data)
+                return True
+
+            ended = response.splice(sink)
+            assert ended is not None
+            await ended
+            response.unsplice()
+            assert seen + await read_all(response) == parts
+            response.close()
+            await c.aclose()
+
+    run(main())
+
+
+def test_a_compressed_or_already_buffered_body_is_not_spliced() -> None:
+    """Splicing is refused (None) where the sink would get the wrong bytes: a gzip body
+    (inflated only by `read_chunk`) or bytes already buffered for `read_chunk`."""
+
+    async def main() -> None:
+        packed = gzip.compress(b"data: 1\n\n")
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(ok(packed, b"Content-Encoding: gzip\r\n"))
+            await read_request(reader)
+            writer.write(ok(b"whole body"))
+
+        async with Server(handler) as srv:
+            c = await client()
+            response = await c.send(call(srv.url), connect_timeout=2, model="m")
+            assert response.splice(lambda data: True) is None
+            assert b"".join(await read_all(response)) == b"data: 1\n\n"
+            response.close()
+            response = await c.send(call(srv.url), connect_timeout=2, model="m")
+            await asyncio.sleep(0.05)  # the whole body is buffered by now
+            assert response.splice(lambda data: True) is None
+            assert b"".join(await read_all(response)) == b"whole body"
+            response.close()
+            await c.aclose()
+
+    run(main())

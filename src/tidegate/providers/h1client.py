@@ -105,10 +105,13 @@ class _Connection(asyncio.Protocol):
         self._parser: httptools.HttpResponseParser | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        #: While a response is spliced (H1Response.splice): where its body bytes go.
+        self.sink: Callable[[bytes], bool] | None = None
         self._begin()
 
     def _begin(self) -> None:
         """Ready for the next response."""
+        self.sink = None
         self.status = 0
         self.headers = _Headers()
         self.headers_done = False
@@ -207,7 +210,13 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        """Body bytes: buffered for the reader; the socket pauses past `HIGH_WATER`."""
+        """Body bytes: to the sink of a spliced response, unless it declines them; else
+        buffered for the reader, and the socket pauses past `HIGH_WATER`."""
+        sink = self.sink
+        if sink is not None:
+            if sink(body):
+                return
+            self.sink = None
         self.chunks.append(body)
         self.buffered += len(body)
         if self.buffered > HIGH_WATER and not self._paused and self.transport is not None:
@@ -318,6 +327,29 @@ class H1Response(UpstreamResponse):
     def reader(self) -> Callable[[], Awaitable[bytes]]:
         """`read_chunk`; its errors are already the gateway's."""
         return self._read_raw if self._inflater is None else self.read_chunk
+
+    def splice(self, sink: Callable[[bytes], bool]) -> asyncio.Future[None] | None:
+        """See `UpstreamResponse.splice`: only an uncompressed body with nothing buffered,
+        not yet ended, can be spliced."""
+        conn = self._conn
+        if (
+            self._inflater is not None
+            or self._released
+            or conn.chunks
+            or conn.complete
+            or conn.error is not None
+            or conn.closed
+        ):
+            return None
+        conn.sink = sink
+        return conn.wait()
+
+    def unsplice(self) -> None:
+        """See `UpstreamResponse.unsplice`."""
+        conn = self._conn
+        if conn.sink is not None:
+            conn.sink = None
+            conn._wake()
 
     async def read_body(self, limit: int) -> bytes:
         """The whole remaining body, at most `limit` bytes."""

@@ -95,6 +95,20 @@ class UpstreamResponse(ABC):
     def close(self) -> None:
         """Release the connection: back to the pool when the body was read, else closed."""
 
+    def splice(self, sink: Callable[[bytes], bool]) -> asyncio.Future[None] | None:
+        """Hand the body's bytes to `sink` from the client's own I/O callback as they arrive,
+        instead of keeping them for `read_chunk` (no task woken per read). Returns a future
+        that is done when the splice may have ended — the body's end, an error, a close,
+        `unsplice()`, or `sink` declining a read by returning False (that read is then kept
+        for `read_chunk`) — or None when this response cannot splice now (the default: then
+        read it with `read_chunk`). Whatever ended it, the caller goes on with `read_chunk`,
+        which returns what is left and raises what went wrong."""
+        return None
+
+    def unsplice(self) -> None:
+        """Stop handing bytes to the sink, and end the splice's future."""
+        return None
+
 
 class HttpUpstreamResponse(UpstreamResponse):
     """An aiohttp response behind the `UpstreamResponse` interface.
