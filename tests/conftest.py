@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2 as httpx
 import orjson
@@ -55,6 +55,9 @@ _LISTENING = re.compile(r"listening on (http://\S+?:\d+)")
 #: `TIDEGATE_TEST_HTTP_CLIENT=aiohttp` runs every gateway the tests start with that upstream
 #: client (`http.client`), unless a test's config names one itself.
 HTTP_CLIENT = os.environ.get("TIDEGATE_TEST_HTTP_CLIENT", "")
+
+
+_Closable = TypeVar("_Closable")
 
 
 class GatewayProcess:
@@ -271,6 +274,24 @@ def stream_in_background(url: str, body: dict[str, Any], key: str) -> threading.
     reader.start()
     assert started.wait(10), "the stream did not start"
     return reader
+
+
+_SDK_CLIENTS: list[Any] = []
+
+
+def closed_after_test(client: _Closable) -> _Closable:
+    """`client` (an official SDK's), closed when the test ends: a client left to the garbage
+    collector closes its sockets with a ResourceWarning in whichever test happens to run
+    then, and warnings are errors here."""
+    _SDK_CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    yield
+    while _SDK_CLIENTS:
+        _SDK_CLIENTS.pop().close()
 
 
 def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -9,13 +9,15 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from tests.conftest import CLIENT_KEY, GatewayProcess
+from tests.conftest import CLIENT_KEY, GatewayProcess, closed_after_test
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 
 
 def test_get_one_model_the_openai_way(gateway: GatewayProcess) -> None:
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+    client = closed_after_test(
+        openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+    )
     model = client.models.retrieve("openai-ok")
     assert model.id == "openai-ok" and model.owned_by == "openai"
     with pytest.raises(openai.NotFoundError):
@@ -56,7 +58,9 @@ def test_a_model_of_the_wrong_type_is_named(gateway: GatewayProcess, model: Any)
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_the_demo_model_honours_max_tokens(gateway: GatewayProcess, stream: bool) -> None:
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+    client = closed_after_test(
+        openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+    )
     messages: Any = [{"role": "user", "content": "q"}]
     if stream:
         chunks = list(

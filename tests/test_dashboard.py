@@ -26,7 +26,7 @@ import openai
 import pytest
 
 from tests.browser import ARTIFACTS, launch_chromium, needs_chromium
-from tests.conftest import TEST_TIMEOUTS, GatewayProcess
+from tests.conftest import TEST_TIMEOUTS, GatewayProcess, closed_after_test
 from tests.fake_upstream import API_KEY, FakeUpstream
 
 pytestmark = needs_chromium
@@ -68,7 +68,9 @@ def gateway(
 
 
 def _ask(gateway: GatewayProcess, key: str, model: str, *, fails: bool = False) -> None:
-    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+    client = closed_after_test(
+        openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+    )
     messages: Any = [{"role": "user", "content": "hello there"}]
     if fails:
         with pytest.raises(openai.APIStatusError):

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from tests.conftest import GatewayProcess, parse_sse
+from tests.conftest import GatewayProcess, closed_after_test, parse_sse
 from tests.fake_described import ALICE_KEY, MODEL_KEY, SIGNING_KEY, DescribedFake
 from tests.fake_upstream import API_KEY, FakeUpstream
 
@@ -166,7 +166,9 @@ def gw(
 
 
 def oai(gw: GatewayProcess, key: str = ANON) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0, timeout=20)
+    return closed_after_test(
+        openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0, timeout=20)
+    )
 
 
 def stream_text(client: openai.OpenAI, model: str, **kwargs: Any) -> tuple[str, list[Any]]:
@@ -206,7 +208,9 @@ def test_seed_descriptor_answers_whole_through_the_openai_sdk(gw: GatewayProcess
 
 
 def test_seed_descriptor_through_the_anthropic_sdk(gw: GatewayProcess) -> None:
-    client = anthropic.Anthropic(base_url=gw.url, api_key=ANON, max_retries=0, timeout=20)
+    client = closed_after_test(
+        anthropic.Anthropic(base_url=gw.url, api_key=ANON, max_retries=0, timeout=20)
+    )
     with client.messages.stream(model="seed-chat", max_tokens=100, messages=MESSAGES) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()

@@ -19,7 +19,7 @@ import openai
 import pytest
 import redis
 
-from tests.conftest import TEST_TIMEOUTS, GatewayProcess
+from tests.conftest import TEST_TIMEOUTS, GatewayProcess, closed_after_test
 from tests.fake_upstream import API_KEY, FakeUpstream
 from tidegate.auth import key_id
 
@@ -62,7 +62,9 @@ def test_the_openai_sdk_sees_a_rate_limit_error_naming_the_limit(
     fake: FakeUpstream, tmp_path: Path, client_key: str
 ) -> None:
     gw = GatewayProcess(config(fake, client_key, rpm=2), tmp_path)
-    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=client_key, max_retries=0)
+    client = closed_after_test(
+        openai.OpenAI(base_url=f"{gw.url}/v1", api_key=client_key, max_retries=0)
+    )
     try:
         for _ in range(2):
             client.chat.completions.create(model="ok", messages=MESSAGES)
@@ -83,7 +85,9 @@ def test_a_model_outside_the_list_is_refused_by_name(
     fake: FakeUpstream, tmp_path: Path, client_key: str
 ) -> None:
     gw = GatewayProcess(config(fake, client_key, models=["ok"]), tmp_path)
-    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=client_key, max_retries=0)
+    client = closed_after_test(
+        openai.OpenAI(base_url=f"{gw.url}/v1", api_key=client_key, max_retries=0)
+    )
     try:
         with pytest.raises(openai.PermissionDeniedError) as refused:
             client.chat.completions.create(model="slow", messages=MESSAGES)

@@ -19,7 +19,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as gtypes
 
-from tests.conftest import CLIENT_KEY, GatewayProcess, parse_sse
+from tests.conftest import CLIENT_KEY, GatewayProcess, closed_after_test, parse_sse
 from tests.fake_upstream import (
     ANSWER_TEXT,
     COMPLETION_TOKENS,
@@ -61,7 +61,9 @@ class Result:
 
 
 def via_openai(gw: GatewayProcess, model: str, stream: bool, tools: bool) -> Result:
-    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    client = closed_after_test(
+        openai.OpenAI(base_url=f"{gw.url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    )
     kwargs: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": PROMPT}]}
     if tools:
         kwargs["tools"] = [
@@ -108,7 +110,9 @@ RESPONSES_FINISH = {"completed": "stop", "incomplete": "length"}
 
 
 def via_responses(gw: GatewayProcess, model: str, stream: bool, tools: bool) -> Result:
-    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    client = closed_after_test(
+        openai.OpenAI(base_url=f"{gw.url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    )
     kwargs: dict[str, Any] = {"model": model, "input": PROMPT}
     if tools:
         kwargs["tools"] = [
@@ -151,7 +155,9 @@ ANTHROPIC_STOP = {"end_turn": "stop", "tool_use": "tool_calls", "max_tokens": "l
 
 
 def via_anthropic(gw: GatewayProcess, model: str, stream: bool, tools: bool) -> Result:
-    client = anthropic.Anthropic(base_url=gw.url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    client = closed_after_test(
+        anthropic.Anthropic(base_url=gw.url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    )
     kwargs: dict[str, Any] = {
         "model": model,
         "max_tokens": 512,
@@ -186,7 +192,9 @@ def via_anthropic(gw: GatewayProcess, model: str, stream: bool, tools: bool) -> 
 
 
 def via_gemini(gw: GatewayProcess, model: str, stream: bool, tools: bool) -> Result:
-    client = genai.Client(api_key=CLIENT_KEY, http_options=gtypes.HttpOptions(base_url=gw.url))
+    client = closed_after_test(
+        genai.Client(api_key=CLIENT_KEY, http_options=gtypes.HttpOptions(base_url=gw.url))
+    )
     config = gtypes.GenerateContentConfig()
     if tools:
         config.tools = [

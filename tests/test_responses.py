@@ -23,7 +23,7 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import CLIENT_KEY, GatewayProcess, parse_sse
+from tests.conftest import CLIENT_KEY, GatewayProcess, closed_after_test, parse_sse
 from tests.fake_upstream import (
     API_KEY,
     COMPLETION_TOKENS,
@@ -45,7 +45,9 @@ TOOLS = [
 
 
 def sdk(gw: GatewayProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    return closed_after_test(
+        openai.OpenAI(base_url=f"{gw.url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    )
 
 
 def post(gw: GatewayProcess, body: dict[str, Any]) -> httpx.Response:

@@ -129,6 +129,8 @@ def test_a_body_writer_is_offered_only_for_the_current_started_chunked_response(
     writer.write(b"data: 1\n\n")
     assert transport.writes == [b"9\r\ndata: 1\n\n\r\n"]  # one chunk, framed
     assert not writer.paused
+    writer.write(b"")  # an empty chunk would end the body: nothing is written
+    assert len(transport.writes) == 1
     cycle.flow.write_paused = True
     assert writer.paused
     cycle.disconnected = True
@@ -148,3 +150,21 @@ def test_connection_callbacks_fire_once_and_forgotten_ones_do_not() -> None:
     watch.fire()
     assert called == ["kept"]
     assert watch.lost
+
+
+def test_a_lost_connection_offers_no_writer_and_a_failing_callback_stops_no_other() -> None:
+    protocol = Protocol()
+    scope: dict[str, Any] = {}
+    protocol.cycle = cycle = StreamingCycle(scope, RecordingTransport())
+    cycle.response_started = True
+    watch = ConnectionCallbacks(protocol)  # type: ignore[arg-type]
+    called: list[str] = []
+
+    def failing() -> None:
+        raise RuntimeError("boom")
+
+    watch.add(failing)
+    watch.add(lambda: called.append("other"))
+    watch.fire()
+    assert called == ["other"]
+    assert watch.body_writer(scope) is None  # the protocol is let go of

@@ -7,7 +7,7 @@ import httpx2 as httpx
 import orjson
 import pytest
 
-from tests.conftest import CLIENT_KEY, GatewayProcess, parse_sse
+from tests.conftest import CLIENT_KEY, GatewayProcess, closed_after_test, parse_sse
 from tests.fake_upstream import EXPECTED_TEXT
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -40,7 +40,9 @@ def test_a_malformed_line_mid_stream_is_skipped(gateway: GatewayProcess, fmt: st
 
 
 def test_the_anthropic_sdk_gets_the_whole_answer(gateway: GatewayProcess) -> None:
-    client = anthropic.Anthropic(base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0)
+    client = closed_after_test(
+        anthropic.Anthropic(base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0)
+    )
     with client.messages.stream(
         model="openai-malformed_line", max_tokens=50, messages=[{"role": "user", "content": "q"}]
     ) as stream:

@@ -190,8 +190,8 @@ CONNECTION_EXTENSION = "tidegate.connection"
 
 class BodyWriter(Protocol):
     """Writes the body of a started, streamed response straight to the connection, outside
-    ASGI `send` (for a relay that forwards from a callback). Bytes written after the client
-    has gone are dropped."""
+    ASGI `send` (for a relay that forwards from a callback), so a wrapper of `send` does not
+    see these bytes. Bytes written after the client has gone are dropped."""
 
     @property
     def paused(self) -> bool:

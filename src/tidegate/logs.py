@@ -139,7 +139,7 @@ class AccessLog:
         if self._thread is None:
             return
         line = (time.time(), fields)
-        if self._loop is None:
+        if self._loop is None or self._loop.is_closed():
             self._batches.put([line])
             return
         self._pending.append(line)

@@ -351,7 +351,11 @@ async def _pump(
             return chunk
         return redact(encoder.encode(events)) if events else b""
 
-    splice = _Splice(step, writer, response, state, parser, dog) if writer is not None else None
+    splice = (
+        _Splice(step, writer, response, state, parser, dog)
+        if writer is not None and response.can_splice
+        else None
+    )
     rest, opened.leftover = opened.leftover, b""  # read before the commit, not parsed yet
     while state.error is None and not parser.done:
         if rest:
@@ -396,19 +400,31 @@ async def _pump(
 
 
 class _Splice:
-    """Pass-through from inside the upstream client's I/O callback: each read goes through
-    the same `step` as in `_pump`'s loop and is written with the server's `BodyWriter`, with
-    no task woken and no ASGI message per read.
+    """A stream's steady state from inside the upstream client's I/O callback: each read goes
+    through the same `step` as in `_pump`'s loop, and what one callback produced is written
+    at its end with the server's `BodyWriter` — no task woken and no ASGI message per read.
 
     It covers the steady state only. Whatever is not routine ends it and hands the stream back
     to `_pump`'s loop, which deals with it as it always does: the body's end, an upstream
-    error or close, a read larger than `READ_SLICE` (sliced there), a client that stops
-    reading (the loop's `send` waits for it to drain, and the upstream is paused when the
-    reads pile up), the parser done or reporting an error, or `step` raising. Deadlines stay
-    the watchdog's: it cancels the task waiting for the splice to end, like a waiting read.
+    error or close, more than `READ_SLICE` bytes in one callback (the rest is sliced by the
+    loop, which yields between slices), a client that stops reading (the loop's `send` waits
+    for it to drain, and the upstream is paused when reads pile up), the parser done or
+    reporting an error, or `step` raising. Deadlines stay the watchdog's: it cancels the task
+    waiting for the splice to end, like a waiting read; the time spent in `step` is not
+    counted as waiting for the upstream.
     """
 
-    __slots__ = ("_dog", "_parser", "_response", "_state", "_step", "_writer", "error")
+    __slots__ = (
+        "_budget",
+        "_dog",
+        "_out",
+        "_parser",
+        "_response",
+        "_state",
+        "_step",
+        "_writer",
+        "error",
+    )
 
     def __init__(
         self,
@@ -425,13 +441,15 @@ class _Splice:
         self._state = state
         self._parser = parser
         self._dog = dog
+        self._out: list[bytes] = []
+        self._budget = READ_SLICE
         self.error: BaseException | None = None
 
     async def run(self) -> bool:
         """Splice until something needs the loop; False if it could not start at all."""
         if self._writer.paused:
             return False
-        ended = self._response.splice(self._sink)
+        ended = self._response.splice(self._sink, self._flush)
         if ended is None:
             return False
         dog = self._dog
@@ -446,21 +464,42 @@ class _Splice:
         return True
 
     def _sink(self, chunk: bytes) -> bool:
-        writer = self._writer
-        if len(chunk) > READ_SLICE or writer.paused:
+        """One read, stepped now; False (declined) past this callback's budget or while the
+        client is not keeping up."""
+        if len(chunk) > self._budget or self._writer.paused:
             return False
-        self._dog.arrived()
+        self._budget -= len(chunk)
+        dog = self._dog
+        dog.end_wait()
         try:
             out = self._step(chunk)
-            if out:
-                writer.write(out)
         except Exception as exc:  # raised in the task, by `run`, as `_pump` would have
             self.error = exc
             self._response.unsplice()
             return True
-        if self._state.error is not None or self._parser.done or writer.paused:
+        finally:
+            dog.begin_wait()
+        if out:
+            self._out.append(out)
+        if self._state.error is not None or self._parser.done:
             self._response.unsplice()
         return True
+
+    def _flush(self) -> None:
+        """The end of one I/O callback: write what its reads produced, in one write."""
+        self._budget = READ_SLICE
+        out = self._out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            try:
+                self._writer.write(data)
+            except Exception as exc:
+                self.error = exc
+                self._response.unsplice()
+                return
+        if self._writer.paused:
+            self._response.unsplice()
 
 
 def _events_in(chunk: bytes) -> int:

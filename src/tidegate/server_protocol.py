@@ -54,6 +54,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from tidegate.asgi import CONNECTION_EXTENSION
+from tidegate.logs import log
 from tidegate.settings import LimitsConfig
 
 #: After a refusal: how long to keep reading (and dropping) what the client still sends.
@@ -96,9 +97,15 @@ class CycleWriter:
         return bool(self._cycle.flow.write_paused)
 
     def write(self, data: bytes) -> None:
-        """One chunk of the body (dropped once the client has gone)."""
+        """One chunk of the body (nothing for empty `data`, which would end the body; dropped
+        once the client has gone)."""
         cycle = self._cycle
-        if not cycle.disconnected and not cycle.response_complete:
+        if (
+            data
+            and not cycle.disconnected
+            and not cycle.response_complete
+            and not cycle.transport.is_closing()
+        ):
             cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
 
 
@@ -111,13 +118,13 @@ class ConnectionCallbacks:
 
     def __init__(self, protocol: HttpToolsProtocol) -> None:
         self.lost = False
-        self._protocol = protocol
+        self._protocol: HttpToolsProtocol | None = protocol
         self._callbacks: set[Callable[[], None]] = set()
 
     def body_writer(self, scope: dict[str, Any]) -> CycleWriter | None:
         """A writer for the response of `scope`, if it is the connection's current one and a
         started chunked response still open."""
-        cycle = self._protocol.cycle
+        cycle = self._protocol.cycle if self._protocol is not None else None
         if (
             cycle is None
             or cycle.scope is not scope
@@ -138,11 +145,16 @@ class ConnectionCallbacks:
         self._callbacks.discard(callback)
 
     def fire(self) -> None:
-        """The connection is lost: call every callback once."""
+        """The connection is lost: call every callback once (and let go of the protocol,
+        which refers to this object: no cycle outlives the connection)."""
         self.lost = True
+        self._protocol = None
         callbacks, self._callbacks = self._callbacks, set()
         for callback in callbacks:
-            callback()
+            try:
+                callback()
+            except Exception:
+                log.exception("a lost-connection callback failed")
 
 
 class HeadWithBody:
@@ -383,8 +395,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().shutdown()
 
     def on_response_complete(self) -> None:
-        """After a response: if its request's body is still arriving, the app answered without
+        """After a response: its head goes out if still held (a HEAD answer has no body
+        write to carry it); if its request's body is still arriving, the app answered without
         reading it (401, 413, 408), so end the connection rather than read the body forever."""
+        self._flush_held_head()
         super().on_response_complete()
         cycle = self.cycle
         if (
@@ -434,6 +448,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         """Answer `status` with a JSON error and `connection: close`, then end the connection."""
+        self._flush_held_head()
         self._cancel_head_timer()
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
@@ -456,8 +471,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         )
         self._linger()
 
+    def _flush_held_head(self) -> None:
+        """A response head held by `HeadWithBody` goes out now, before anything this protocol
+        writes or closes itself."""
+        cycle = self.cycle
+        if cycle is not None and isinstance(cycle.transport, HeadWithBody):
+            cycle.transport.flush()
+
     def _linger(self) -> None:
         """Half-close, then read and drop input until the client closes or the linger ends."""
+        self._flush_held_head()
         self._lingering = True
         self._in_head = False
         self._cancel_head_timer()

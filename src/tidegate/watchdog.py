@@ -80,13 +80,6 @@ class Watchdog:
         self.waiting = False
         self.meter.waited += self._loop.time() - self.wait_started
 
-    def arrived(self) -> None:
-        """A chunk arrived while the relay goes on waiting for the next (a spliced stream):
-        `end_wait` and `begin_wait` in one."""
-        now = self._loop.time()
-        self.meter.waited += now - self.wait_started
-        self.wait_started = now
-
     def stop(self) -> None:
         """Disarm the timer."""
         self._handle.cancel()

@@ -640,9 +640,9 @@ def _chunked_parts(parts: list[bytes], pause: float = 0.02) -> Handler:
 
 
 def test_a_spliced_body_goes_to_the_sink_and_the_connection_is_reused() -> None:
-    """Splicing hands each read to the sink from the I/O callback; the splice's future is
-    done at the body's end, `read_chunk` then says the body is over, and the connection goes
-    back to the pool."""
+    """Splicing hands each read to the sink from the I/O callback, and calls `flush` at the
+    end of each callback; the splice's future is done at the body's end, `read_chunk` then
+    says the body is over, and the connection goes back to the pool."""
 
     async def main() -> None:
         parts = [b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]
@@ -656,12 +656,20 @@ def test_a_spliced_body_goes_to_the_sink_and_the_connection_is_reused() -> None:
                     seen.append(data)
                     return True
 
-                ended = response.splice(sink)
+                def flush(seen: list[bytes] = seen) -> None:
+                    seen.append(b"|")
+
+                assert response.can_splice
+                ended = response.splice(sink, flush)
                 assert ended is not None
                 await ended
                 response.unsplice()
                 assert await response.read_chunk() == b""
-                assert seen == parts
+                # One read per part (they are 20 ms apart), each followed by its flush; the
+                # last read also carries the body's end.
+                assert b"".join(seen).replace(b"|", b"") == b"".join(parts)
+                assert seen[:2] == [parts[0], b"|"]
+                assert seen[-1] == b"|"
                 response.close()
             assert srv.connections == 1
             await c.aclose()
@@ -686,7 +694,7 @@ def test_bytes_a_sink_declines_are_read_after_the_splice_ends() -> None:
                 seen.append(data)
                 return True
 
-            ended = response.splice(sink)
+            ended = response.splice(sink, lambda: None)
             assert ended is not None
             await ended
             response.unsplice()
@@ -713,12 +721,13 @@ def test_a_compressed_or_already_buffered_body_is_not_spliced() -> None:
         async with Server(handler) as srv:
             c = await client()
             response = await c.send(call(srv.url), connect_timeout=2, model="m")
-            assert response.splice(lambda data: True) is None
+            assert not response.can_splice
+            assert response.splice(lambda data: True, lambda: None) is None
             assert b"".join(await read_all(response)) == b"data: 1\n\n"
             response.close()
             response = await c.send(call(srv.url), connect_timeout=2, model="m")
             await asyncio.sleep(0.05)  # the whole body is buffered by now
-            assert response.splice(lambda data: True) is None
+            assert response.splice(lambda data: True, lambda: None) is None
             assert b"".join(await read_all(response)) == b"whole body"
             response.close()
             await c.aclose()

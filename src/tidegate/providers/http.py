@@ -95,18 +95,23 @@ class UpstreamResponse(ABC):
     def close(self) -> None:
         """Release the connection: back to the pool when the body was read, else closed."""
 
-    def splice(self, sink: Callable[[bytes], bool]) -> asyncio.Future[None] | None:
-        """Hand the body's bytes to `sink` from the client's own I/O callback as they arrive,
-        instead of keeping them for `read_chunk` (no task woken per read). Returns a future
-        that is done when the splice may have ended — the body's end, an error, a close,
-        `unsplice()`, or `sink` declining a read by returning False (that read is then kept
-        for `read_chunk`) — or None when this response cannot splice now (the default: then
-        read it with `read_chunk`). Whatever ended it, the caller goes on with `read_chunk`,
-        which returns what is left and raises what went wrong."""
+    #: Whether `splice` may work on this response at all (the built-in client's, uncompressed).
+    can_splice = False
+
+    def splice(
+        self, sink: Callable[[bytes], bool], flush: Callable[[], None]
+    ) -> asyncio.Future[None] | None:
+        """Hand the body's reads to `sink` from the client's own I/O callback as they arrive,
+        instead of keeping them for `read_chunk` (no task woken per read), and call `flush()`
+        at the end of every such callback. Returns a future that is done when the splice may
+        have ended — the body's end, an error, a close, `unsplice()`, or `sink` declining a
+        read by returning False (that read and the rest are then kept for `read_chunk`) — or
+        None when this response cannot splice now (the default). Whatever ended it, the caller
+        goes on with `read_chunk`, which returns what is left and raises what went wrong."""
         return None
 
     def unsplice(self) -> None:
-        """Stop handing bytes to the sink, and end the splice's future."""
+        """Stop handing reads to the sink, and end the splice's future."""
         return None
 
 
