@@ -67,17 +67,23 @@ def _managed_key(config: dict[str, Any]) -> str:
     return out.strip().splitlines()[0].strip()
 
 
-async def _postgres(action: str, name: str) -> None:
+def postgres_database(server: str, name: str, action: str) -> str:
+    """Create (`action` "create") or drop (else) the database `name` on the PostgreSQL
+    `server` (a URL); returns the URL of that database (the bench's and the scale-out test's)."""
     import asyncpg  # type: ignore[import-untyped]
 
-    conn = await asyncio.wait_for(asyncpg.connect(POSTGRES), 5)
-    try:
-        if action == "create":
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        else:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async def run() -> None:
+        conn = await asyncio.wait_for(asyncpg.connect(server), 5)
+        try:
+            if action == "create":
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            else:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
 
 
 class Target:
@@ -124,12 +130,11 @@ def start_targets(upstream_port: int, tmp: Path) -> tuple[list[Target], list[str
     dropped: list[str] = []
     name = f"tidegate_bench_{secrets.token_hex(4)}"
     try:
-        asyncio.run(_postgres("create", name))
+        database = postgres_database(POSTGRES, name, "create")
     except Exception as exc:
         notes.append(f"postgres+redis skipped: PostgreSQL at {POSTGRES} ({type(exc).__name__})")
         return targets, notes, dropped
     dropped.append(name)
-    database = urlunsplit(urlsplit(POSTGRES)._replace(path=f"/{name}"))
     scaled = {"database": database, "state": REDIS, "prices": _prices()}
     base = {"models": [{"name": "x", "provider": "demo"}], **scaled}
     try:
@@ -150,7 +155,7 @@ def start_targets(upstream_port: int, tmp: Path) -> tuple[list[Target], list[str
 def drop(databases: list[str]) -> None:
     """Drop the bench's PostgreSQL databases."""
     for name in databases:
-        asyncio.run(_postgres("drop", name))
+        postgres_database(POSTGRES, name, "drop")
 
 
 def measure(

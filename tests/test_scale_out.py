@@ -25,13 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx2 as httpx
 import pytest
 import yaml
 from sqlalchemy import text
 
+from bench.tenancy import postgres_database
 from tests.conftest import GatewayProcess, eventually, stream_in_background, tidegate_cli
 from tests.nginx import NGINX, Nginx
 from tidegate.store.engine import create_engine
@@ -111,21 +112,7 @@ class Topology:
 def _postgres_database(name: str, action: str) -> str:
     """Create or drop the database `name` on the test server; returns its URL."""
     assert POSTGRES is not None
-    import asyncpg  # type: ignore[import-untyped]
-
-    async def run() -> None:
-        conn = await asyncpg.connect(POSTGRES)
-        try:
-            if action == "create":
-                await conn.execute(f'CREATE DATABASE "{name}"')
-            else:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-    parts = urlsplit(POSTGRES)
-    return urlunsplit(parts._replace(path=f"/{name}"))
+    return postgres_database(POSTGRES, name, action)
 
 
 def _single(workdir: Path) -> Iterator[Topology]:

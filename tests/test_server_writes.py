@@ -9,6 +9,8 @@ test_disconnect.py."""
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tidegate.server_protocol import ConnectionCallbacks, HeadWithBody
@@ -39,6 +41,11 @@ class Cycle:
         self.transport: Any = None
 
 
+def in_a_loop(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run an async test in a fresh event loop (HeadWithBody schedules on the running loop)."""
+    return functools.wraps(test)(lambda: asyncio.run(test()))
+
+
 def _wrapped() -> tuple[RecordingTransport, Cycle, HeadWithBody]:
     transport, cycle = RecordingTransport(), Cycle()
     wrapper = HeadWithBody(transport, cycle, asyncio.get_running_loop())  # type: ignore[arg-type]
@@ -46,11 +53,8 @@ def _wrapped() -> tuple[RecordingTransport, Cycle, HeadWithBody]:
     return transport, cycle, wrapper
 
 
-def test_a_whole_response_leaves_in_one_write_and_the_cycle_gets_the_transport_back() -> None:
-    asyncio.run(_a_whole_response_leaves_in_one_write_and_the_cycle_gets_the_transport_back())
-
-
-async def _a_whole_response_leaves_in_one_write_and_the_cycle_gets_the_transport_back() -> None:
+@in_a_loop
+async def test_a_whole_response_leaves_in_one_write_and_the_cycle_gets_the_transport_back() -> None:
     transport, cycle, wrapper = _wrapped()
     cycle.response_started = True
     wrapper.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
@@ -61,11 +65,8 @@ async def _a_whole_response_leaves_in_one_write_and_the_cycle_gets_the_transport
     assert len(transport.writes) == 1  # the scheduled flush has nothing left to send
 
 
-def test_a_head_whose_body_is_late_goes_out_at_the_next_loop_iteration() -> None:
-    asyncio.run(_a_head_whose_body_is_late_goes_out_at_the_next_loop_iteration())
-
-
-async def _a_head_whose_body_is_late_goes_out_at_the_next_loop_iteration() -> None:
+@in_a_loop
+async def test_a_head_whose_body_is_late_goes_out_at_the_next_loop_iteration() -> None:
     transport, cycle, wrapper = _wrapped()
     cycle.response_started = True
     wrapper.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
@@ -75,11 +76,8 @@ async def _a_head_whose_body_is_late_goes_out_at_the_next_loop_iteration() -> No
     assert cycle.transport is transport
 
 
-def test_100_continue_is_not_held_and_close_sends_a_held_head_first() -> None:
-    asyncio.run(_100_continue_is_not_held_and_close_sends_a_held_head_first())
-
-
-async def _100_continue_is_not_held_and_close_sends_a_held_head_first() -> None:
+@in_a_loop
+async def test_100_continue_is_not_held_and_close_sends_a_held_head_first() -> None:
     transport, cycle, wrapper = _wrapped()
     wrapper.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response starts
     assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]

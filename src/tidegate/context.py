@@ -77,8 +77,7 @@ class RequestContext:
         #: Watches for the client leaving (set by the app once the body is read).
         self.watcher: DisconnectWatcher | None = None
         #: The server's direct writer for a streamed response, when it offers one. Its bytes
-        #: bypass the ASGI `send`: code that wraps `send` to see body messages must not let
-        #: the relay use it (the relay does not for a resumable stream's log).
+        #: bypass the ASGI `send`: code that wraps `send` to see body messages clears it.
         self.body_writer: Callable[[], BodyWriter | None] | None = None
         self.status = 0
         self.error_code: str | None = None

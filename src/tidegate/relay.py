@@ -93,6 +93,7 @@ async def relay_stream(
     log = await _resumable(services, ctx, encoder, running)
     if log is not None:
         send = log.tee(send)
+        ctx.body_writer = None  # the log must see every write: none may bypass `send`
     keepalive = KeepAlive(ctx, encoder, send, config.routing)
     skip_end = False
     opened = False
@@ -101,8 +102,7 @@ async def relay_stream(
         async with open_stream(ctx, router, model, prepare, config.routing, clock) as attempt:
             opened = True
             await keepalive.stop()
-            direct = log is None  # a resumable stream's writes go through its log's tee
-            skip_end = await _forward(ctx, attempt, encoder, state, send, redactor, running, direct)
+            skip_end = await _forward(ctx, attempt, encoder, state, send, redactor, running)
         # Leaving the block released the upstream: the last write below holds nothing of it.
     except asyncio.CancelledError:
         # Stopped before the first event (cancelled, shutting down): an error like any other.
@@ -186,10 +186,8 @@ async def _forward(
     send: Send,
     redactor: StreamRedactor,
     running: RunningStream,
-    direct: bool,
 ) -> bool:
-    """Commit and forward until the upstream ends or fails; true if its end was forwarded.
-    `direct`: the stream may be written with the server's `BodyWriter` (see `_Splice`)."""
+    """Commit and forward until the upstream ends or fails; true if its end was forwarded."""
     ctx.mark_first_byte()
     if not ctx.committed:
         await _commit(ctx, encoder, send)
@@ -213,7 +211,7 @@ async def _forward(
         await send({"type": "http.response.body", "body": first, "more_body": True})
     opened.dog.streaming()
     try:
-        writer = ctx.body_writer() if direct and ctx.body_writer is not None else None
+        writer = ctx.body_writer() if ctx.body_writer is not None else None
         await _pump(opened, encoder, state, send, filt, redactor, lease, writer)
     except asyncio.CancelledError:
         own = _own_cancellation(opened, running)

@@ -479,8 +479,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             cycle.transport.flush()
 
     def _linger(self) -> None:
-        """Half-close, then read and drop input until the client closes or the linger ends."""
-        self._flush_held_head()
+        """Half-close, then read and drop input until the client closes or the linger ends
+        (its callers have sent any held head first)."""
         self._lingering = True
         self._in_head = False
         self._cancel_head_timer()

@@ -323,17 +323,15 @@ def test_a_trickling_upstream_meets_the_total_deadline(hgw: GatewayProcess) -> N
     assert 2 <= took < 2.1 + 0.5, took
 
 
-def test_a_client_that_stops_reading_frees_the_upstream_at_the_deadline(
-    hgw: GatewayProcess, hostile: HostileUpstream
-) -> None:
-    """The relay's writes to a stalled client are bounded too: the upstream connection and
-    the deployment's slot are released when `timeouts.total` (2 s) passes."""
+def _stream_on_a_small_window(hgw: GatewayProcess, model: str, scenario: str) -> socket.socket:
+    """A raw connection with a fixed 64 KiB receive buffer that has sent a streaming request
+    for `scenario` of the hostile upstream, and read nothing yet."""
     host, port = hgw.url.removeprefix("http://").rsplit(":", 1)
     body = orjson.dumps(
         {
-            "model": "openai-short",
+            "model": model,
             "stream": True,
-            "messages": [{"role": "user", "content": "HOSTILE:big_events"}],
+            "messages": [{"role": "user", "content": f"HOSTILE:{scenario}"}],
         }
     )
     sock = socket.create_connection((host, int(port)))
@@ -343,6 +341,15 @@ def test_a_client_that_stops_reading_frees_the_upstream_at_the_deadline(
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
+    return sock
+
+
+def test_a_client_that_stops_reading_frees_the_upstream_at_the_deadline(
+    hgw: GatewayProcess, hostile: HostileUpstream
+) -> None:
+    """The relay's writes to a stalled client are bounded too: the upstream connection and
+    the deployment's slot are released when `timeouts.total` (2 s) passes."""
+    sock = _stream_on_a_small_window(hgw, "openai-short", "big_events")
     sock.recv(1024)  # the headers have come: from now on this client reads nothing
     try:
         deadline = time.monotonic() + 10
@@ -365,24 +372,9 @@ def test_a_slow_reader_gets_every_event_once_and_in_order(hgw: GatewayProcess) -
     of events), so the relay stops forwarding from the upstream's callback, waits for it to
     drain, and the upstream is paused; then every event arrives, once and in order, followed
     by the stream's end."""
-    host, port = hgw.url.removeprefix("http://").rsplit(":", 1)
-    body = orjson.dumps(
-        {
-            "model": "openai-h",
-            "stream": True,
-            "messages": [{"role": "user", "content": "HOSTILE:numbered"}],
-        }
-    )
-    sock = socket.create_connection((host, int(port)))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock = _stream_on_a_small_window(hgw, "openai-h", "numbered")
     sock.settimeout(5)
     try:
-        sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: application/json\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
         time.sleep(1)  # reading nothing: the gateway must hold back
         received = bytearray()
         deadline = time.monotonic() + 20

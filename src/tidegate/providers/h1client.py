@@ -297,7 +297,15 @@ class _Connection(asyncio.Protocol):
 class H1Response(UpstreamResponse):
     """A response read from one pooled connection."""
 
-    __slots__ = ("_conn", "_inflater", "_released", "content_type", "retry_after", "status")
+    __slots__ = (
+        "_conn",
+        "_inflater",
+        "_released",
+        "can_splice",
+        "content_type",
+        "retry_after",
+        "status",
+    )
 
     def __init__(self, conn: _Connection):
         self._conn = conn
@@ -308,6 +316,8 @@ class H1Response(UpstreamResponse):
         self.retry_after = parse_retry_after(headers)
         encoding = headers.get("content-encoding", "").strip().lower()
         self._inflater = Inflater(encoding) if encoding not in ("", "identity") else None
+        # A compressed body is inflated by `read_chunk`: only an uncompressed one is spliced.
+        self.can_splice = self._inflater is None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -335,11 +345,6 @@ class H1Response(UpstreamResponse):
         """`read_chunk`; its errors are already the gateway's."""
         return self._read_raw if self._inflater is None else self.read_chunk
 
-    @property
-    def can_splice(self) -> bool:  # type: ignore[override]
-        """An uncompressed body can be spliced (a compressed one is inflated by `read_chunk`)."""
-        return self._inflater is None
-
     def splice(
         self, sink: Callable[[bytes], bool], flush: Callable[[], None]
     ) -> asyncio.Future[None] | None:
@@ -347,7 +352,7 @@ class H1Response(UpstreamResponse):
         not yet ended, can be spliced."""
         conn = self._conn
         if (
-            self._inflater is not None
+            not self.can_splice
             or self._released
             or conn.chunks
             or conn.complete
