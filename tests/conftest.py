@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -16,8 +17,11 @@ import httpx2 as httpx
 import orjson
 import pytest
 import yaml
+from sqlalchemy import text
 
 from tests.fake_upstream import API_KEY, FakeUpstream
+from tidegate.store import Store
+from tidegate.store.engine import create_engine
 
 CLIENT_KEY = "tg-client-key-0d6f2b9e81c4"
 #: The gateway fixture defines a model `<format>-<name>` for each: name -> fake scenario path.
@@ -344,6 +348,44 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
     yield start
     for process in started:
         process.stop()
+
+
+POSTGRES = os.environ.get("TIDEGATE_TEST_POSTGRES_URL")
+
+
+async def drop_store_tables(url: str) -> None:
+    """Drop tidegate's tables from the database at `url`."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for table in ("usage", "client_keys", "instances", "alembic_version"):
+                await conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
+    finally:
+        await engine.dispose()
+
+
+async def _upgrade_store(url: str) -> None:
+    store = Store(url)
+    try:
+        await store.upgrade()
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL: a new SQLite file of the test (created by the first command), or the
+    PostgreSQL of the environment with tidegate's tables created afresh (`tidegate db upgrade`
+    does that in production) and dropped after; skipped when it is not set."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+        return
+    if not POSTGRES:
+        pytest.skip("TIDEGATE_TEST_POSTGRES_URL is not set: the PostgreSQL variant is skipped")
+    asyncio.run(drop_store_tables(POSTGRES))
+    asyncio.run(_upgrade_store(POSTGRES))
+    yield POSTGRES
+    asyncio.run(drop_store_tables(POSTGRES))
 
 
 def parse_sse(text: str) -> list[dict[str, str]]:

@@ -9,7 +9,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,56 +16,20 @@ import httpx2 as httpx
 import openai
 import pytest
 import yaml
-from sqlalchemy import text
 
 from tests.conftest import (
     TEST_TIMEOUTS,
     GatewayProcess,
+    drop_store_tables,
     eventually,
     stream_in_background,
     tidegate_cli,
 )
 from tests.fake_upstream import API_KEY, FakeUpstream
-from tidegate.store import Store
-from tidegate.store.engine import create_engine
 
 ADMIN_KEY = "tg-admin-key-store-71c2e0"
 POSTGRES = os.environ.get("TIDEGATE_TEST_POSTGRES_URL")
 USAGE_ROW_FIELDS = {"requests", "errors", "input_tokens", "output_tokens", "cost"}
-
-
-async def _drop_tables(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as conn:
-            for table in ("usage", "client_keys", "instances", "alembic_version"):
-                await conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
-    finally:
-        await engine.dispose()
-
-
-async def _upgrade(url: str) -> None:
-    store = Store(url)
-    try:
-        await store.upgrade()
-    finally:
-        await store.aclose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database URL: a new SQLite file of the test (created by the first command), or the
-    PostgreSQL of the environment with tidegate's tables created afresh (`tidegate db upgrade`
-    does that in production) and dropped after; skipped when it is not set."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/store.db"
-        return
-    if not POSTGRES:
-        pytest.skip("TIDEGATE_TEST_POSTGRES_URL is not set: the PostgreSQL variant is skipped")
-    asyncio.run(_drop_tables(POSTGRES))
-    asyncio.run(_upgrade(POSTGRES))
-    yield POSTGRES
-    asyncio.run(_drop_tables(POSTGRES))
 
 
 def models(fake: FakeUpstream) -> list[dict[str, Any]]:
@@ -427,7 +390,7 @@ def test_a_schema_behind_stops_serve_until_db_upgrade(
     if database.startswith("sqlite"):
         (tmp_path / "store.db").write_bytes(b"")  # exists, no tables
     else:
-        asyncio.run(_drop_tables(database))
+        asyncio.run(drop_store_tables(database))
     config = config_for(fake, database)
     write_config(tmp_path, config)
     refused = _serve(tmp_path)

@@ -1,5 +1,6 @@
 """The store's parts in one process, on a SQLite file (and Redis for the cross-instance cache
-test when TIDEGATE_TEST_REDIS_URL is set): the key cache and its invalidation, the ledger's
+test when TIDEGATE_TEST_REDIS_URL is set, PostgreSQL for the ledger's values when
+TIDEGATE_TEST_POSTGRES_URL is): the key cache and its invalidation, the ledger's
 batching, and the URL handling."""
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ import asyncio
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from tidegate.auth import Keys, ManagedKeys, StaticKeys, key_hash
 from tidegate.settings import AuthConfig, LedgerConfig
@@ -20,6 +23,7 @@ from tidegate.state.memory import MemoryState
 from tidegate.store import Store, ledger
 from tidegate.store.engine import StoreError, async_url, describe
 from tidegate.store.keys import KeyRequestError, new_key_request
+from tidegate.store.tables import usage
 
 REDIS = os.environ.get("TIDEGATE_TEST_REDIS_URL")
 
@@ -271,3 +275,55 @@ async def _test_a_database_that_is_down_is_a_503_not_a_500(store: Store) -> None
     keys = Keys(StaticKeys(static), managed)
     assert await keys.has_client_keys()
     assert await keys.find(key_hash(b"static-key-1234")) is not None
+
+
+def test_the_ledger_writes_every_value_as_sqlalchemy_reads_it(database: str) -> None:
+    """More rows than one SQLite statement binds, begun and finished between two writes,
+    and rows completed after they were written: every value reads back through SQLAlchemy
+    as it was queued (times, booleans, floats, NULLs), on SQLite and PostgreSQL."""
+
+    async def main() -> None:
+        store = Store(database, LedgerConfig())
+        await store.open()
+        try:
+            await _test_every_value(store)
+        finally:
+            await store.aclose()
+
+    asyncio.run(main())
+
+
+async def _test_every_value(store: Store) -> None:
+    book = store.ledger
+    count = 2 * (32766 // len(ledger.COLUMNS)) + 7  # three SQLite statements
+    for i in range(count):
+        row = book.begin(
+            {"request_id": f"r{i}", "user": f"u{i % 3}", "key_name": "k", "endpoint": "/e",
+             "model": "m"}
+        )  # fmt: skip
+        book.finish(row, _done(input_tokens=i, estimated=i % 2 == 1, ttfb_ms=i / 4))
+    late = [book.begin({"request_id": f"late{i}", "endpoint": "/e"}) for i in range(3)]
+    await book.flush()
+    for i, row in enumerate(late):
+        book.finish(row, _done(status="error", http_status=502, error="upstream", cost=1.25 * i))
+    await book.flush()
+    async with store.engine.connect() as conn:
+        rows = {r["request_id"]: r for r in (await conn.execute(select(usage))).mappings()}
+    assert len(rows) == count + 3
+    for i in (0, 1, count - 1):
+        row = rows[f"r{i}"]
+        identity = (row["user"], row["key_name"], row["key_id"], row["model"])
+        assert identity == (f"u{i % 3}", "k", None, "m")
+        assert row["input_tokens"] == i and row["estimated"] is (i % 2 == 1)
+        assert row["ttfb_ms"] == i / 4 and row["duration_ms"] is None and row["status"] == "ok"
+        assert isinstance(row["started_at"], datetime) and row["ended_at"] >= row["started_at"]
+        assert row["day"] == row["started_at"].date().isoformat()
+        assert row["instance_id"] == book.instance_id
+    for i in range(3):
+        row = rows[f"late{i}"]
+        assert (row["status"], row["http_status"], row["error"]) == ("error", 502, "upstream")
+        assert row["cost"] == 1.25 * i and row["model"] is None and row["ended_at"] is not None
+    summary = {r["model"]: r for r in await ledger.summary(store.engine, ["model"])}
+    assert summary["m"]["requests"] == count
+    assert summary["m"]["input_tokens"] == count * (count - 1) // 2
+    assert summary[""]["errors"] == 3
