@@ -267,6 +267,7 @@ def test_expect_100_continue_refused_before_the_body(gateway: GatewayProcess) ->
     assert data.startswith(b"HTTP/1.1 401 "), data[:200]  # no `100 Continue` first
     responses = parse_responses(data)
     assert [r.status for r in responses] == [401]
+    assert responses[0].header("connection") == "close"  # the client learns it from the head
     error = orjson.loads(responses[0].body)["error"]
     assert error["code"] == "unauthorized"
     assert closed
@@ -508,6 +509,8 @@ def test_a_chunked_body_over_the_limit_gets_413(gateway: GatewayProcess) -> None
         responses = parse_responses(data)
         assert [r.status for r in responses] == [413], data[:300]
         assert orjson.loads(responses[0].body)["error"]["code"] == "payload_too_large"
+        if closed:
+            assert responses[0].header("connection") == "close"
         if not closed:
             sock.sendall(HEALTHZ)
             assert_healthz(ResponseReader(sock).next())

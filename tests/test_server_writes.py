@@ -38,6 +38,7 @@ class Cycle:
 
     def __init__(self) -> None:
         self.response_started = False
+        self.more_body = False  # the request's body is still arriving
         self.transport: Any = None
 
 
@@ -166,3 +167,22 @@ def test_a_lost_connection_offers_no_writer_and_a_failing_callback_stops_no_othe
     watch.fire()
     assert called == ["other"]
     assert watch.body_writer(scope) is None  # the protocol is let go of
+
+
+@in_a_loop
+async def test_an_answer_before_the_body_was_read_says_connection_close() -> None:
+    """A response begun while its request's body is still arriving (the connection will end
+    after it) says `connection: close`; one that already names its connection is left as is."""
+    transport, cycle, wrapper = _wrapped()
+    cycle.response_started = cycle.more_body = True
+    wrapper.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\n")
+    wrapper.write(b"{}")
+    assert transport.writes == [
+        b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+    ]
+    transport, cycle, wrapper = _wrapped()
+    cycle.response_started = cycle.more_body = True
+    head = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 2\r\n\r\n"
+    wrapper.write(head)
+    wrapper.write(b"{}")
+    assert transport.writes == [head + b"{}"]

@@ -165,7 +165,9 @@ class HeadWithBody:
     whole response. Here the head is held until the first body write, if that comes in the
     same loop iteration (a whole response, or a stream's head and first event: one write,
     one packet); if it does not, the head goes out at the next iteration on its own, so a
-    client never waits for it. Then the cycle gets the real transport back.
+    client never waits for it. Then the cycle gets the real transport back. A response
+    begun while its request's body is still arriving gets `connection: close` in its head:
+    the protocol will end the connection after it rather than read that body.
     """
 
     __slots__ = ("_cycle", "_held", "_loop", "_transport")
@@ -186,6 +188,10 @@ class HeadWithBody:
             self._cycle.transport = self._transport
             self._transport.write(held + data)
         elif self._cycle.response_started:
+            if self._cycle.more_body and b"\r\nconnection:" not in data:
+                # Answered before its body was read (401, 413): the connection ends after
+                # this response (`on_response_complete`), and the head says so.
+                data = data[:-2] + b"connection: close\r\n\r\n"
             self._held = data
             self._loop.call_soon(self.flush)
         else:
