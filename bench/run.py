@@ -15,6 +15,7 @@
 
 Baselines: `direct` is the fake upstream itself; `floor` is bench/floor.py, the same proxying
 done by a bare uvicorn + aiohttp app with no gateway logic (the cost of the stack alone);
+`relay` is bench/relay.py, a bare relay on asyncio protocols (the least a Python proxy costs);
 `nginx` is bench/nginx.py, Debian's nginx as a plain streaming reverse proxy (skipped, and
 said so, when nginx is not installed). `nonstream` and `stream` also run `tidegate-aiohttp`, the
 gateway with `http.client: aiohttp` (the default is tidegate's own client), and give every
@@ -74,12 +75,13 @@ class Bench:
         self._floors: dict[tuple[int, int], Proc] = {}
         self._aiohttp: Proc | None = None
         self._nginx: Proc | None = None
+        self._relay: Proc | None = None
         self.nginx_missing = find_nginx() is None
 
     def proxies(self) -> list[str]:
         """The targets `nonstream` and `stream` compare: the baselines and both clients."""
         nginx = [] if self.nginx_missing else ["nginx"]
-        return ["direct", "floor", *nginx, "tidegate", "tidegate-aiohttp"]
+        return ["direct", "floor", "relay", *nginx, "tidegate", "tidegate-aiohttp"]
 
     def url(self, target: str, chunks: int, delay: int) -> tuple[str, str, Proc]:
         """(URL, model name, process) of a target for a response shape."""
@@ -88,12 +90,12 @@ class Bench:
         if target == "floor":
             floor = self._floor(chunks, delay)
             return f"http://127.0.0.1:{floor.port}/", "bench", floor
-        if target == "nginx":
-            nginx = self.nginx()
+        if target in ("nginx", "relay"):
+            proxy = self.nginx() if target == "nginx" else self.relay()
             return (
-                f"http://127.0.0.1:{nginx.port}/c{chunks}/d{delay}/v1/chat/completions",
+                f"http://127.0.0.1:{proxy.port}/c{chunks}/d{delay}/v1/chat/completions",
                 "bench",
-                nginx,
+                proxy,
             )
         gateway = self.aiohttp() if target == "tidegate-aiohttp" else self.gateway
         return (
@@ -120,6 +122,18 @@ class Bench:
             self._nginx = Proc(cmd, r"listening on (\d+)")
         return self._nginx
 
+    def relay(self) -> Proc:
+        """The bare relay in front of the upstream (bench/relay.py), started on first use."""
+        if self._relay is None:
+            cmd = [
+                sys.executable,
+                str(Path(__file__).parent / "relay.py"),
+                "--upstream-port",
+                str(self.upstream.port),
+            ]
+            self._relay = Proc(cmd, r"listening on (\d+)")
+        return self._relay
+
     def _shape_url(self, chunks: int, delay: int) -> str:
         return f"http://127.0.0.1:{self.upstream.port}/c{chunks}/d{delay}/v1/chat/completions"
 
@@ -135,7 +149,7 @@ class Bench:
         return self._floors[(chunks, delay)]
 
     def close(self) -> None:
-        extra = [p for p in (self._aiohttp, self._nginx) if p is not None]
+        extra = [p for p in (self._aiohttp, self._nginx, self._relay) if p is not None]
         for proc in [self.gateway, *extra, self.upstream, *self._floors.values()]:
             proc.stop()
 
@@ -394,7 +408,7 @@ def memory(b: Bench) -> str:
     count = n(1000)
     rows = []
     nginx = [] if b.nginx_missing else ["nginx"]
-    for target in ("floor", *nginx, "tidegate"):
+    for target in ("floor", "relay", *nginx, "tidegate"):
         url, model, proc = b.url(target, 2000, 100)
         body = {"model": model, "messages": MESSAGES, "stream": True}
         warm_url, warm_model, _ = b.url(target, 1, 0)
@@ -413,7 +427,7 @@ def memory(b: Bench) -> str:
             ]
         )
     if nginx:
-        base = rows[1]
+        base = next(row for row in rows if row[0] == "nginx")
         for row in rows:
             row += [
                 _ratio(float(row[4]), float(base[4])),  # type: ignore[arg-type]

@@ -35,8 +35,9 @@ def test_bench_scenario_runs(scenario: str) -> None:
 
 
 def test_nonstream_compares_against_nginx_and_the_aiohttp_client() -> None:
-    """nginx is the baseline of issue 15's targets: its row and the ratios to it are there (the
-    test skips, saying why, where nginx is not installed)."""
+    """nginx is the baseline of issue 15's targets: its row and the ratios to it are there, and
+    every proxy (the bare relay too) answered every request (the test skips, saying why, where
+    nginx is not installed)."""
     from bench.nginx import find_nginx
 
     if find_nginx() is None:
@@ -50,5 +51,8 @@ def test_nonstream_compares_against_nginx_and_the_aiohttp_client() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "CPU vs nginx" in result.stdout
-    targets = {line.split("|")[1].strip() for line in result.stdout.splitlines() if "|" in line}
-    assert {"nginx", "tidegate", "tidegate-aiohttp", "floor"} <= targets, result.stdout
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in result.stdout.splitlines()]
+    ok = {(row[0], row[1]): row[2] for row in cells if len(row) > 3 and row[2].isdigit()}
+    assert {t for t, _ in ok} >= {"nginx", "relay", "tidegate", "tidegate-aiohttp", "floor"}, ok
+    for (target, conc), count in ok.items():  # every proxy answered every request
+        assert count == ok[("direct", conc)], (target, conc, ok)
