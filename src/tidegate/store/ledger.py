@@ -6,13 +6,6 @@ transaction, and once more at shutdown. A request that starts and ends between t
 inserted once, complete. Each instance heartbeats in `instances`; the reaper marks the
 `pending` rows of instances whose heartbeat is older than `ledger.stale_seconds` as
 `interrupted`, so that no row stays `pending` after its instance died.
-
-Every request pays for its row, so the queue and the writer are lean: a row is queued as a
-list of column values (no dict per row), and written with the driver's own statements, its
-values prepared by the column types' own SQLAlchemy bind processors (so the stored form is the
-one SQLAlchemy reads back). On SQLite, many rows go in one `INSERT ... VALUES (...), (...)`:
-the driver releases the GIL for each statement it steps, and a statement per row made the
-writer's thread and the event loop hand the GIL back and forth for every row.
 """
 
 from __future__ import annotations
@@ -23,14 +16,12 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, select, update
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tidegate.settings import LedgerConfig
 from tidegate.store.keys import utcnow
@@ -62,34 +53,6 @@ COMPLETION = (
 )
 #: Rows kept in memory while the database cannot be written, at most.
 MAX_QUEUED = 100_000
-#: What the caller of `Ledger.begin` gives (anything missing is NULL).
-BEGUN = ("request_id", "key_id", "key_name", "user", "endpoint", "model")
-#: A queued row: its columns, in this order (every column of `usage`).
-COLUMNS = ("id", *BEGUN, "day", "started_at", "instance_id", *COMPLETION)
-_FIRST_COMPLETION = COLUMNS.index(COMPLETION[0])
-#: The completion of a row still pending.
-_PENDING: tuple[Any, ...] = (
-    "pending",
-    None,
-    None,
-    None,
-    0,
-    0,
-    0,
-    0,
-    0,
-    False,
-    0.0,
-    None,
-    None,
-    0,
-    None,
-    None,
-)
-assert len(_PENDING) == len(COMPLETION)
-assert set(COLUMNS) == {c.name for c in usage.c}, "COLUMNS must name every column of usage"
-#: Bound values per SQLite statement (SQLITE_MAX_VARIABLE_NUMBER's default since 3.32).
-_SQLITE_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
 
 
 def new_instance_id() -> str:
@@ -105,11 +68,8 @@ class Ledger:
         self._engine = engine
         self.settings = settings
         self.instance_id = instance_id
-        # Rows to insert (every column, in `COLUMNS` order) and completions of rows already
-        # written (`COMPLETION` order), by row id.
-        self._new: dict[str, list[Any]] = {}
-        self._done: dict[str, tuple[Any, ...]] = {}
-        self._writer = _Writer(engine.dialect)
+        self._new: dict[str, dict[str, Any]] = {}
+        self._done: dict[str, dict[str, Any]] = {}
         self._counter = 0
         self._prefix = secrets.token_hex(4)
         self._wake = asyncio.Event()
@@ -119,36 +79,50 @@ class Ledger:
     # -- the hot path: queue only ---------------------------------------------------------
 
     def begin(self, fields: dict[str, Any]) -> str:
-        """Queue the `pending` row of a request that starts (`fields`: names of `BEGUN`);
-        returns the row's id."""
+        """Queue the `pending` row of a request that starts; returns the row's id."""
         self._counter += 1
         row_id = f"{self._prefix}{self._counter:012x}"
         now = utcnow()
+        row = {
+            "id": row_id,
+            "request_id": "",
+            "key_id": None,
+            "key_name": None,
+            "user": None,
+            "endpoint": "",
+            "model": None,
+            "deployment": None,
+            "status": "pending",
+            "http_status": None,
+            "error": None,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "reasoning_tokens": 0,
+            "estimated": False,
+            "cost": 0.0,
+            "ttfb_ms": None,
+            "duration_ms": None,
+            "attempts": 0,
+            "stream_id": None,
+            "day": now.date().isoformat(),
+            "started_at": now,
+            "ended_at": None,
+            "instance_id": self.instance_id,
+        }
+        row.update(fields)
         if len(self._new) + len(self._done) < MAX_QUEUED:
-            get = fields.get
-            self._new[row_id] = [
-                row_id,
-                get("request_id", ""),
-                get("key_id"),
-                get("key_name"),
-                get("user"),
-                get("endpoint", ""),
-                get("model"),
-                now.date().isoformat(),
-                now,
-                self.instance_id,
-                *_PENDING,
-            ]
+            self._new[row_id] = row
             self._kick()
         return row_id
 
     def finish(self, row_id: str, fields: dict[str, Any]) -> None:
-        """Queue the completion of a row (`fields`: every name of `COMPLETION` but
-        `ended_at`)."""
-        done = (*map(fields.__getitem__, COMPLETION[:-1]), utcnow())
+        """Queue the completion of a row (every name of `COMPLETION` but `ended_at`)."""
+        done = {**fields, "ended_at": utcnow()}
         pending = self._new.get(row_id)
         if pending is not None:
-            pending[_FIRST_COMPLETION:] = done
+            pending.update(done)
         elif len(self._new) + len(self._done) < MAX_QUEUED:
             self._done[row_id] = done
         self._kick()
@@ -213,18 +187,25 @@ class Ledger:
             try:
                 async with self._engine.begin() as conn:
                     if new:
-                        await self._writer.insert(conn, new.values())
+                        await conn.execute(insert(usage), list(new.values()))
                     if done:
-                        await self._writer.complete(conn, done.items())
+                        values: dict[str, Any] = {
+                            name: bindparam("v_" + name) for name in COMPLETION
+                        }
+                        statement = (
+                            update(usage).where(usage.c.id == bindparam("row_id")).values(values)
+                        )
+                        params = [
+                            {"row_id": row_id, **{"v_" + k: v for k, v in fields.items()}}
+                            for row_id, fields in done.items()
+                        ]
+                        await conn.execute(statement, params)
             except BaseException:
                 # Nothing is lost: keep the rows for the next write (newer ones win).
                 for row_id, row in new.items():
-                    row = self._new.setdefault(row_id, row)
-                    later = self._done.pop(row_id, None)
-                    if later is not None:
-                        row[_FIRST_COMPLETION:] = later
-                for row_id, completion in done.items():
-                    self._done.setdefault(row_id, completion)
+                    self._new.setdefault(row_id, row).update(self._done.pop(row_id, {}))
+                for row_id, fields in done.items():
+                    self._done[row_id] = {**fields, **self._done.get(row_id, {})}
                 raise
 
     async def heartbeat(self) -> None:
@@ -263,82 +244,6 @@ class Ledger:
         if count:
             log.warning("usage ledger: %d requests of stopped instances marked interrupted", count)
         return count
-
-
-class _Writer:
-    """The ledger's statements for one dialect, on the driver's own placeholders."""
-
-    def __init__(self, dialect: Dialect):
-        self._sqlite = dialect.name == "sqlite"
-        self._numbered = dialect.paramstyle in ("numeric", "numeric_dollar")
-        self._mark = "$" if dialect.paramstyle == "numeric_dollar" else ":"
-        # The columns whose values need preparing for this driver (datetimes and booleans
-        # for SQLite), by position, with the column type's own processor.
-        self._prepare: list[tuple[int, Callable[[Any], Any]]] = []
-        for index, name in enumerate(COLUMNS):
-            column_type = usage.c[name].type
-            processor = column_type.dialect_impl(dialect).bind_processor(dialect)
-            if processor is not None:
-                self._prepare.append((index, processor))
-        self._update = (
-            "UPDATE usage SET "
-            + ", ".join(f"{_quoted(name)} = {self._at(i + 1)}" for i, name in enumerate(COMPLETION))
-            + f" WHERE id = {self._at(len(COMPLETION) + 1)}"
-        )
-        self._statements: dict[int, str] = {}
-
-    def _at(self, position: int) -> str:
-        return f"{self._mark}{position}" if self._numbered else "?"
-
-    def _values(self, rows: int) -> str:
-        """The `INSERT` of `rows` rows (cached by size)."""
-        statement = self._statements.get(rows)
-        if statement is None:
-            width = len(COLUMNS)
-            groups = (
-                "(" + ", ".join(self._at(r * width + c + 1) for c in range(width)) + ")"
-                for r in range(rows)
-            )
-            columns = ", ".join(map(_quoted, COLUMNS))
-            statement = f"INSERT INTO usage ({columns}) VALUES {', '.join(groups)}"
-            if len(self._statements) < 8:
-                self._statements[rows] = statement
-        return statement
-
-    def _prepared(self, values: list[Any] | tuple[Any, ...], offset: int = 0) -> list[Any]:
-        out = list(values)
-        for index, processor in self._prepare:
-            if index >= offset:
-                out[index - offset] = processor(out[index - offset])
-        return out
-
-    async def insert(self, conn: AsyncConnection, rows: Iterable[list[Any]]) -> None:
-        """Insert queued rows: on SQLite in as few statements as its bound-value limit
-        allows, elsewhere one statement run for every row (asyncpg pipelines them)."""
-        prepared = [self._prepared(row) for row in rows]
-        if not self._sqlite:
-            await conn.exec_driver_sql(self._values(1), [tuple(row) for row in prepared])
-            return
-        per = _SQLITE_VARIABLES // len(COLUMNS)
-        for start in range(0, len(prepared), per):
-            batch = prepared[start : start + per]
-            flat: list[Any] = []
-            for row in batch:
-                flat += row
-            await conn.exec_driver_sql(self._values(len(batch)), tuple(flat))
-
-    async def complete(
-        self, conn: AsyncConnection, done: Iterable[tuple[str, tuple[Any, ...]]]
-    ) -> None:
-        """Write the completions of rows inserted earlier."""
-        params = [
-            (*self._prepared(completion, _FIRST_COMPLETION), row_id) for row_id, completion in done
-        ]
-        await conn.exec_driver_sql(self._update, params)
-
-
-def _quoted(name: str) -> str:
-    return f'"{name}"'
 
 
 # -- reading ------------------------------------------------------------------------------------
