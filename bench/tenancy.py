@@ -19,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -150,6 +153,47 @@ def start_targets(upstream_port: int, tmp: Path) -> tuple[list[Target], list[str
     proc = start_gateway(upstream_port, SHAPES, extra_config=limited)
     targets.append(Target("limits only (redis)", proc, static))
     return targets, notes, dropped
+
+
+def sqlite_row_floor(tmp: Path, rows: int = 20_000) -> float:
+    """CPU seconds that SQLite itself spends on one ledger row: rows shaped like the ledger's
+    inserted into the ledger's own table (its indexes included, created by `tidegate db
+    upgrade`) with the driver's `executemany`, 500 rows per transaction as the ledger writes
+    them — no SQLAlchemy, no event loop, no thread. What any gateway keeping a SQLite row per
+    request pays at least."""
+    from tidegate.store.tables import usage
+
+    path = tmp / "floor.db"
+    _tidegate({"models": [{"name": "x", "provider": "demo"}], "database": f"sqlite:///{path}"},
+              "db", "upgrade")  # fmt: skip
+    columns = [c.name for c in usage.c]
+    now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    sample = {
+        "request_id": "", "endpoint": "/v1/chat/completions", "model": "oa", "deployment": "oa",
+        "status": "ok", "http_status": 200, "input_tokens": 12, "output_tokens": 50,
+        "cache_read_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0, "estimated": 0,
+        "cost": 0.0, "ttfb_ms": 0.4, "duration_ms": 0.5, "attempts": 1, "day": now[:10],
+        "started_at": now, "ended_at": now, "instance_id": "bench-floor",
+    }  # fmt: skip
+    prefix = secrets.token_hex(4)
+    values = [
+        tuple({**sample, "id": f"{prefix}{i:012x}", "request_id": f"r{i}"}.get(c) for c in columns)
+        for i in range(rows)
+    ]
+    statement = (
+        f"INSERT INTO usage ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in columns)}) "
+        f"VALUES ({', '.join('?' for _ in columns)})"
+    )
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        start = time.process_time()
+        for i in range(0, rows, 500):
+            with db:
+                db.executemany(statement, values[i : i + 500])
+        return (time.process_time() - start) / rows
+    finally:
+        db.close()
 
 
 def drop(databases: list[str]) -> None:
