@@ -5,6 +5,7 @@ sleeps)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -283,3 +284,57 @@ def test_a_pass_through_stream_cut_by_the_upstream_ends_with_one_well_formed_err
             assert len(events) == 4 + (1 if cut else 0)  # the cut event stays a (broken) event
 
     run(main())
+
+
+@pytest.mark.parametrize("limited", [False, True])
+def test_an_open_stream_keeps_nothing_of_its_request(limited: bool) -> None:
+    """Once a stream has opened no attempt follows, and the request (its parsed messages, the
+    upstream call's body) is let go: a stream may stay open for minutes, its prompt can be
+    megabytes. Also for a key with limits, whose admission wraps the stream."""
+    marker = "needle " * 2000
+    held: list[tuple[int, int]] = []
+
+    def holders() -> tuple[int, int]:
+        gc.collect()
+        messages = sum(  # lists of messages (a dict of strings alone is not tracked)
+            1
+            for o in gc.get_objects()
+            if isinstance(o, list)
+            and o
+            and isinstance(o[0], dict)
+            and o[0].get("content") == marker
+        )
+        bodies = sum(
+            1
+            for o in gc.get_objects()
+            if isinstance(o, UpstreamCall) and marker[:70].encode() in o.body
+        )
+        return messages, bodies
+
+    class Probe(ScriptedResponse):
+        async def read_chunk(self) -> bytes:
+            held.append(holders())  # the first read is the attempt's, before the stream opens
+            return await super().read_chunk()
+
+    upstream = ScriptedUpstream()
+    upstream.on(
+        "/chat/completions", lambda call: Probe(200, [sse(CHUNK), sse(CHUNK), sse(END, b"[DONE]")])
+    )
+    config: dict[str, Any] = {
+        "models": [{"name": "m", "provider": "openai", "base_url": "http://u/v1", "api_key": "k"}],
+    }
+    headers = {}
+    if limited:
+        config["auth"] = {"api_keys": [{"key": "limited-key-1234", "name": "l", "rpm": 1000}]}
+        headers["authorization"] = "Bearer limited-key-1234"
+
+    async def main() -> None:
+        async with Driver(config, upstream=upstream) as gw:
+            body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": marker}]}
+            result = await gw.post("/v1/chat/completions", body, headers)
+            assert result.status == 200 and b"[DONE]" in result.body
+            # The test's own body is one holder of the messages throughout; the gateway's
+            # parsed copy and the upstream call's body are held until the stream opens.
+            assert held == [(2, 1), (1, 0), (1, 0)]
+
+    asyncio.run(main())

@@ -68,8 +68,13 @@ async def open_stream(
     clock: Clock = SYSTEM_CLOCK,
 ) -> AsyncIterator[Attempt]:
     """The attempt of the first deployment that yields a valid first event, held open (slot,
-    response, watchdog) until the block ends; `GatewayError` when every attempt failed."""
+    response, watchdog) until the block ends; `GatewayError` when every attempt failed.
+
+    Once a stream has opened no attempt follows, and nothing of the request is kept: the plan
+    (which holds `prepare`, and through it the client's request) is closed, and the upstream
+    call drops its body. A stream can stay open for minutes; its prompt can be megabytes."""
     plan = _attempts(ctx, router, model, prepare, routing, clock, streaming=True)
+    del prepare  # the plan's alone from here
     async with aclosing(plan) as attempts:
         async for attempt in attempts:
             async with attempt:
@@ -82,6 +87,8 @@ async def open_stream(
                         raise
                     continue
                 attempt.succeed()
+                await plan.aclose()
+                attempt.call.body = b""
                 yield attempt
                 return
 

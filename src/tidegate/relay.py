@@ -97,9 +97,10 @@ async def relay_stream(
     keepalive = KeepAlive(ctx, encoder, send, config.routing)
     skip_end = False
     opened = False
+    opening = open_stream(ctx, services.router, model, prepare, config.routing, services.clock)
+    del prepare  # held by the attempts alone, which let the request go once the stream opens
     try:
-        router, clock = services.router, services.clock
-        async with open_stream(ctx, router, model, prepare, config.routing, clock) as attempt:
+        async with opening as attempt:
             opened = True
             await keepalive.stop()
             skip_end = await _forward(ctx, attempt, encoder, state, send, redactor, running)
