@@ -9,6 +9,7 @@
     python bench/run.py workers       # --workers 2 against --workers 1
     python bench/run.py servers       # uvicorn against granian (if installed), same app
     python bench/run.py tenancy       # managed keys, limits and the ledger on vs off
+    python bench/run.py pipeline      # the request pipeline's own CPU, in-process (no sockets)
     python bench/run.py soak --seconds 600   # mixed traffic: memory after warm-up and at the end
     python bench/run.py all           # everything but soak
     python bench/run.py nonstream stream   # several scenarios in one run (same processes)
@@ -717,6 +718,27 @@ def tenancy(b: Bench) -> str:
     return figures + "".join(f"\n\n{note}" for note in notes)
 
 
+def pipeline(b: Bench) -> str:
+    """The pipeline's own CPU per request, in-process, with the database off and on SQLite."""
+    from bench.pipeline import cpu_per_request
+
+    cpus: dict[str, list[float]] = {"off": [], "sqlite": []}
+    for _ in range(REPEAT):
+        for database, runs in cpus.items():
+            runs.append(cpu_per_request(database, n(20_000)))
+    off = statistics.median(cpus["off"])
+    rows = [
+        [database, statistics.median(runs) * 1e6, _ratio(statistics.median(runs), off)]
+        for database, runs in cpus.items()
+    ]
+    return table(
+        "The request pipeline alone: a non-streaming pass-through request driven in-process "
+        "(no sockets, an upstream client that answers at once)",
+        ["database", "CPU µs/request", "vs off"],
+        rows,
+    )
+
+
 SCENARIOS: dict[str, Callable[[Bench], str]] = {
     "nonstream": nonstream,
     "stream": stream,
@@ -727,6 +749,7 @@ SCENARIOS: dict[str, Callable[[Bench], str]] = {
     "workers": workers,
     "servers": servers,
     "tenancy": tenancy,
+    "pipeline": pipeline,
 }
 
 

@@ -13,7 +13,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize(
     "scenario",
-    ["nonstream", "stream", "translation", "memory", "concurrent", "described", "tenancy"],
+    [
+        "nonstream",
+        "stream",
+        "translation",
+        "memory",
+        "concurrent",
+        "described",
+        "tenancy",
+        "pipeline",
+    ],
 )
 def test_bench_scenario_runs(scenario: str) -> None:
     result = subprocess.run(
