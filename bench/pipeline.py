@@ -2,7 +2,8 @@
 client that answers at once, so no socket, no server and no load generator share the figure.
 
 What it measures is everything tidegate does for a non-streaming pass-through request between
-the server handing it the request and the response going back: routing, validation, failover's
+the server handing it the request (with the connection callbacks tidegate's server offers) and
+the response going back: routing, validation, failover's
 attempt, the watchdog, the completion's parsing, redaction, the access-log record, metrics and
 (with a database) the ledger row and its writes. `bench/run.py pipeline` prints it with the
 database off and on SQLite.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import orjson
 import uvloop
 
 from tidegate.app import create_app
+from tidegate.asgi import CONNECTION_EXTENSION
 from tidegate.config import parse_config
 from tidegate.providers.http import UpstreamCall, UpstreamResponse
 from tidegate.server import tune_gc
@@ -56,6 +59,22 @@ class _Answer(UpstreamResponse):
 
     def close(self) -> None:
         pass
+
+
+class _Connection:
+    """What tidegate's server protocol offers each request (`asgi.ConnectionWatch`): here, a
+    connection that is never lost and offers no direct writer."""
+
+    lost = False
+
+    def add(self, callback: Callable[[], None]) -> None:
+        pass
+
+    def discard(self, callback: Callable[[], None]) -> None:
+        pass
+
+    def body_writer(self, scope: dict[str, Any]) -> None:
+        return None
 
 
 class _Upstream:
@@ -97,6 +116,7 @@ async def _run(database: str, requests: int) -> float:
             (b"content-type", b"application/json"),
             (b"content-length", str(len(BODY)).encode()),
         ],
+        "extensions": {CONNECTION_EXTENSION: {"watch": _Connection()}},
     }
     message = {"type": "http.request", "body": BODY, "more_body": False}
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tidegate.redact import PREFIX_MIN, REDACTED, Redactor
+from tidegate.context import RequestContext
+from tidegate.redact import PREFIX_MIN, REDACTED, Redactor, SecretBook
 
 KEY = "sk-upstream-SECRET-123"
 OTHER = "tg-client-key-0d6f2b9e"
@@ -90,3 +91,17 @@ def test_no_secrets_is_a_no_op() -> None:
     assert not r
     assert r.stream().feed(b"x") == b"x"
     assert r("x") == "x"
+
+
+def test_a_request_redacts_what_the_book_learns_while_it_runs() -> None:
+    """A request that began before any secret was known (no configured secret, nothing in
+    the book yet: a falsy redactor) still redacts a token its upstream's auth step fetches
+    while it runs — its context keeps the process's redactor, not an empty one."""
+    book = SecretBook()
+    redactor = Redactor((), book)
+    assert not redactor
+    ctx = RequestContext("req-1", "/v1/chat/completions", None, redactor)  # type: ignore[arg-type]
+    book.add("fetched-token-0123456789")
+    message = "upstream said: bad token fetched-token-0123456789"
+    assert ctx.redact(message) == f"upstream said: bad token {REDACTED}"
+    assert REDACTED.encode() in ctx.redact_bytes(message.encode())

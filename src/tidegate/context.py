@@ -62,7 +62,9 @@ class RequestContext:
         redactor: Redactor | None = None,
     ):
         self.request_id = request_id
-        self.redactor = redactor or Redactor(())
+        # `is None`, not falsiness: a redactor that knows no secret yet may learn some from its
+        # book while this request runs.
+        self.redactor = redactor if redactor is not None else Redactor(())
         self.endpoint = endpoint
         self.client = client
         self.start = time.perf_counter()
