@@ -76,6 +76,12 @@ class _Connection:
     def body_writer(self, scope: dict[str, Any]) -> None:
         return None
 
+    def body_received(self, scope: dict[str, Any]) -> bool:
+        return True  # the whole body is handed over in one message
+
+    def sends_at_once(self, scope: dict[str, Any]) -> bool:
+        return True  # `send` never waits here
+
 
 class _Upstream:
     """An upstream client whose every call answers `COMPLETION` at once."""

@@ -186,3 +186,25 @@ async def test_an_answer_before_the_body_was_read_says_connection_close() -> Non
     wrapper.write(head)
     wrapper.write(b"{}")
     assert transport.writes == [head + b"{}"]
+
+
+def test_the_connection_says_when_a_body_is_here_and_a_response_would_not_wait() -> None:
+    """`body_received`: the current request's whole body has arrived (`receive()` returns it
+    at once, so reading it needs no timer); `sends_at_once`: the current request's connection
+    is not paused for writing (a response goes out without waiting, so it needs no write
+    deadline). Neither holds for another request's scope, or once the client has gone."""
+    protocol = Protocol()
+    watch = ConnectionCallbacks(protocol)  # type: ignore[arg-type]
+    scope: dict[str, Any] = {}
+    assert not watch.body_received(scope) and not watch.sends_at_once(scope)  # no request
+    protocol.cycle = cycle = StreamingCycle(scope, RecordingTransport())
+    cycle.more_body = True
+    assert not watch.body_received(scope)  # still arriving
+    cycle.more_body = False
+    assert watch.body_received(scope) and watch.sends_at_once(scope)
+    assert not watch.body_received({}) and not watch.sends_at_once({})  # a pipelined request
+    cycle.flow.write_paused = True
+    assert not watch.sends_at_once(scope)  # the client is behind: a deadline is needed
+    cycle.flow.write_paused = False
+    cycle.disconnected = True
+    assert not watch.sends_at_once(scope)

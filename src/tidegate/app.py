@@ -200,6 +200,7 @@ class Gateway:
             watcher = ctx.watcher = DisconnectWatcher(receive, request.connection)
             if request.connection is not None:
                 ctx.body_writer = request.body_writer
+                ctx.sends_at_once = request.sends_at_once
             assert found is not None
             request.params = found[1]
             await route.handler(self.services, ctx, request, send)

@@ -106,6 +106,11 @@ class Request:
         offers one (see `BodyWriter`)."""
         return self.connection.body_writer(self._scope) if self.connection else None
 
+    def sends_at_once(self) -> bool:
+        """True when the server says a response can be sent now without waiting for the
+        client (False when it cannot tell)."""
+        return self.connection is not None and self.connection.sends_at_once(self._scope)
+
     @property
     def query(self) -> dict[str, str]:
         """Query parameters (the last value wins for repeated names)."""
@@ -127,6 +132,11 @@ class Request:
             raise PayloadTooLarge(
                 f"request body of {declared} bytes exceeds the limit of {limit} bytes"
             )
+        if within is None or (
+            self.connection is not None and self.connection.body_received(self._scope)
+        ):
+            self.body = await _receive_body(receive, limit)  # here already: no timer needed
+            return self.body
         try:
             async with asyncio.timeout(within):
                 self.body = await _receive_body(receive, limit)
@@ -217,6 +227,14 @@ class ConnectionWatch(Protocol):
     def body_writer(self, scope: Scope) -> BodyWriter | None:
         """A writer for the streamed response of the request of `scope`, once it has started
         (None when the server cannot offer one for it now)."""
+
+    def body_received(self, scope: Scope) -> bool:
+        """True when the whole body of the request of `scope` has arrived: `receive()` hands
+        it over without waiting."""
+
+    def sends_at_once(self, scope: Scope) -> bool:
+        """True when a response to the request of `scope` can be sent now without waiting:
+        the client is keeping up with what was written to it."""
 
 
 class DisconnectWatcher:

@@ -41,6 +41,7 @@ class RequestContext:
         "redactor",
         "request_id",
         "resumable",
+        "sends_at_once",
         "skipped",
         "skipped_lines",
         "start",
@@ -81,6 +82,9 @@ class RequestContext:
         #: The server's direct writer for a streamed response, when it offers one. Its bytes
         #: bypass the ASGI `send`: code that wraps `send` to see body messages clears it.
         self.body_writer: Callable[[], BodyWriter | None] | None = None
+        #: Whether the server can take a response now without waiting for the client (then
+        #: a whole response needs no write deadline); False when it cannot tell.
+        self.sends_at_once: Callable[[], bool] = _cannot_tell
         self.status = 0
         self.error_code: str | None = None
         self.error_detail: str | None = None  # log-only, see GatewayError.detail
@@ -215,3 +219,7 @@ def _header_safe(text: str, limit: int = MAX_HEADER_VALUE) -> bytes:
         cut = head.rfind(", ")
         text = (head[: cut + 2] if cut > 0 else head) + "..."
     return text.encode("ascii")
+
+
+def _cannot_tell() -> bool:
+    return False

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from tidegate.asgi import BodyWriter, Send
+from tidegate.asgi import BodyWriter, ResponseBody, Send
 from tidegate.attempt import READ_SLICE, Attempt
 from tidegate.context import RequestContext
 from tidegate.errors import (
@@ -141,9 +141,13 @@ async def relay_stream(
         # The upstream may have been cut inside an event: end that one before ours begin.
         tail = _event_end(state.last_sent) + tail
     tail = redactor.feed(tail) + redactor.flush()
+    last: ResponseBody = {"type": "http.response.body", "body": tail, "more_body": False}
     try:
-        async with asyncio.timeout(config.limits.write_timeout):
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        if log is None and ctx.sends_at_once():  # written at once: nothing to put a deadline on
+            await send(last)
+        else:
+            async with asyncio.timeout(config.limits.write_timeout):
+                await send(last)
     except TimeoutError:
         ctx.error_code = "client_stalled"
     finally:

@@ -61,6 +61,8 @@ from tidegate.settings import LimitsConfig
 LINGER_SECONDS = 2.0
 #: After a refusal: how much to read and drop before closing anyway.
 LINGER_BYTES = 2 * 1024 * 1024
+#: How much earlier than asked a loop timer may fire (uvloop rounds to milliseconds).
+_TIMER_EARLY = 0.002
 
 _REASONS = {
     400: b"Bad Request",
@@ -135,6 +137,22 @@ class ConnectionCallbacks:
         ):
             return None
         return CycleWriter(cycle)
+
+    def body_received(self, scope: dict[str, Any]) -> bool:
+        """True when `scope`'s request is the current one and its body has fully arrived
+        (uvicorn's `receive` then returns it at once)."""
+        cycle = self._current(scope)
+        return cycle is not None and not cycle.more_body
+
+    def sends_at_once(self, scope: dict[str, Any]) -> bool:
+        """True when `scope`'s request is the current one and its connection is not paused
+        for writing (uvicorn's `send` waits only while it is)."""
+        cycle = self._current(scope)
+        return cycle is not None and not cycle.flow.write_paused and not cycle.disconnected
+
+    def _current(self, scope: dict[str, Any]) -> Any:
+        cycle = self._protocol.cycle if self._protocol is not None else None
+        return cycle if cycle is not None and cycle.scope is scope else None
 
     def add(self, callback: Callable[[], None]) -> None:
         """Call `callback()` when the connection is lost."""
@@ -243,6 +261,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # Per request: the `Host` header lines, and the codings named by `Transfer-Encoding`.
         self._host_count = 0
         self._codings: list[bytes] = []
+        # The header clock: when the head being received must be complete (None: no head in
+        # progress), and one timer per connection that checks it when due. A head that
+        # completes leaves the timer to lapse instead of cancelling it, so a request costs a
+        # clock reading, not a timer made and cancelled.
+        self._head_due: float | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         # A refusal decided inside a parser callback, sent once the parser has returned.
         self._pending: tuple[int, str, str] | None = None
@@ -267,7 +290,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 503, "too_many_connections", "the gateway is at its connection limit; retry later"
             )
             return
-        self._arm_head_timer()
+        self._start_head_clock()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Stop this connection's timers, then let uvicorn clean up."""
@@ -286,8 +309,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.close()
             return
         while data and self._in_head:
-            if self._head_timer is None:
-                self._arm_head_timer()
+            if self._head_due is None:
+                self._start_head_clock()
             room = self._max_head_bytes - self._head_bytes
             piece, data = (data, b"") if len(data) <= room else (data[:room], data[room:])
             self._head_bytes += len(piece)
@@ -328,8 +351,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._host_count = 0
         self._codings = []
-        if self._head_timer is None:
-            self._arm_head_timer()
+        if self._head_due is None:
+            self._start_head_clock()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Keep a header, unless the request has more than `max_headers`."""
@@ -356,7 +379,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._ignoring:
             return
         self._in_head = False
-        self._cancel_head_timer()
+        self._head_due = None  # the clock's timer lapses when it comes
         codings = self._codings
         if codings and (codings[-1] != b"chunked" or codings.count(b"chunked") > 1):
             self._pending = (400, "bad_request", "the body's length cannot be determined")
@@ -431,16 +454,29 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- refusals ------------------------------------------------------------------------
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(self._head_seconds, self._head_timed_out)
+    def _start_head_clock(self) -> None:
+        self._head_due = self.loop.time() + self._head_seconds
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(self._head_due, self._check_head_clock)
 
     def _cancel_head_timer(self) -> None:
+        self._head_due = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_timed_out(self) -> None:
+    def _check_head_clock(self) -> None:
         self._head_timer = None
+        due = self._head_due
+        if due is None:
+            return  # no head in progress: the next one starts the clock again
+        if self.loop.time() < due - _TIMER_EARLY:
+            self._head_timer = self.loop.call_at(due, self._check_head_clock)
+            return
+        self._head_due = None
+        self._head_timed_out()
+
+    def _head_timed_out(self) -> None:
         if self._lingering or self.transport.is_closing():
             return
         if self._head_bytes == 0 and self.cycle is None:

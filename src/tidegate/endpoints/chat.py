@@ -115,6 +115,9 @@ async def _serve_whole(
     out = ctx.redact_bytes(raw if passthrough else call.render(completion))
     ctx.status = 200
     ctx.mark_first_byte()
+    if ctx.sends_at_once():  # written at once: there is nothing to put a deadline on
+        await send_bytes(send, 200, out, headers=ctx.response_headers())
+        return
     try:
         async with asyncio.timeout(config.limits.write_timeout):
             await send_bytes(send, 200, out, headers=ctx.response_headers())
