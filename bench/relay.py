@@ -46,6 +46,8 @@ class Upstream(asyncio.Protocol):
     def on_message_complete(self) -> None:
         client, self.client = self.client, None
         if self.parser.should_keep_alive():
+            if self.transport is not None:
+                self.transport.resume_reading()  # a slow client may have paused it
             self.pool.append(self)
         else:
             self.close()

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.fake_described import MODEL_KEY, DescribedFake
+from tests.fake_upstream import API_KEY, FakeUpstream
 from tidegate.cli import main
 
 SEED = orjson.loads((Path(__file__).parent / "fixtures" / "seed_001_descriptor.json").read_bytes())
@@ -302,3 +303,29 @@ def test_try_reports_a_failure(
     assert code == 1
     assert "HTTP 401" in out and "upstream_auth_failed" in out
     assert "not-the-right-key-123" not in out
+
+
+def test_try_shows_the_body_sent_to_a_built_in_provider(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake: FakeUpstream
+) -> None:
+    """`tidegate try` on a built-in provider shows the request body as it was sent, though
+    the stream lets go of it once it has opened."""
+    config = {
+        "models": [
+            {
+                "name": "plain",
+                "provider": "openai",
+                "base_url": fake.base("ok") + "/v1",
+                "model": "fake-model",
+                "api_key": API_KEY,
+            }
+        ]
+    }
+    path = tmp_path / "tidegate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code = main(["try", "plain", "Say hello", "--config", str(path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "/v1/chat/completions" in out
+    assert '"messages"' in out and "Say hello" in out and '"stream": true' in out
+    assert API_KEY not in out

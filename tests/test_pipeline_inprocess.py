@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from bench.harness import DESCRIBED_SSE
 from tests.inprocess import Driver, ManualClock, ScriptedResponse, ScriptedUpstream, sse
 from tidegate.deployments import Health
 from tidegate.providers.http import UpstreamCall
@@ -286,11 +287,12 @@ def test_a_pass_through_stream_cut_by_the_upstream_ends_with_one_well_formed_err
     run(main())
 
 
-@pytest.mark.parametrize("limited", [False, True])
-def test_an_open_stream_keeps_nothing_of_its_request(limited: bool) -> None:
+@pytest.mark.parametrize("case", ["plain", "limited", "described"])
+def test_an_open_stream_keeps_nothing_of_its_request(case: str) -> None:
     """Once a stream has opened no attempt follows, and the request (its parsed messages, the
     upstream call's body) is let go: a stream may stay open for minutes, its prompt can be
-    megabytes. Also for a key with limits, whose admission wraps the stream."""
+    megabytes. Also for a key with limits, whose admission wraps the stream, and for a
+    described provider, whose call keeps the canonical request to render it."""
     marker = "needle " * 2000
     held: list[tuple[int, int]] = []
 
@@ -313,6 +315,7 @@ def test_an_open_stream_keeps_nothing_of_its_request(limited: bool) -> None:
 
     class Probe(ScriptedResponse):
         async def read_chunk(self) -> bytes:
+            upstream.calls.clear()  # the fake's own record of what was sent is not tidegate's
             held.append(holders())  # the first read is the attempt's, before the stream opens
             return await super().read_chunk()
 
@@ -324,9 +327,14 @@ def test_an_open_stream_keeps_nothing_of_its_request(limited: bool) -> None:
         "models": [{"name": "m", "provider": "openai", "base_url": "http://u/v1", "api_key": "k"}],
     }
     headers = {}
-    if limited:
+    if case == "limited":
         config["auth"] = {"api_keys": [{"key": "limited-key-1234", "name": "l", "rpm": 1000}]}
         headers["authorization"] = "Bearer limited-key-1234"
+    if case == "described":
+        config["providers"] = [DESCRIBED_SSE]
+        config["models"] = [
+            {"name": "m", "provider": DESCRIBED_SSE["name"], "base_url": "http://u", "api_key": "k"}
+        ]
 
     async def main() -> None:
         async with Driver(config, upstream=upstream) as gw:
@@ -334,7 +342,10 @@ def test_an_open_stream_keeps_nothing_of_its_request(limited: bool) -> None:
             result = await gw.post("/v1/chat/completions", body, headers)
             assert result.status == 200 and b"[DONE]" in result.body
             # The test's own body is one holder of the messages throughout; the gateway's
-            # parsed copy and the upstream call's body are held until the stream opens.
-            assert held == [(2, 1), (1, 0), (1, 0)]
+            # parsed copy and the upstream call's body are held until the stream opens. (A
+            # described provider sends a call it renders at open time and does not keep; its
+            # attempt's call holds the canonical request, and through it the parsed body.)
+            sent_body = 0 if case == "described" else 1
+            assert held == [(2, sent_body), (1, 0), (1, 0)]
 
     asyncio.run(main())

@@ -80,10 +80,11 @@ class RequestContext:
         #: Watches for the client leaving (set by the app once the body is read).
         self.watcher: DisconnectWatcher | None = None
         #: The server's direct writer for a streamed response, when it offers one. Its bytes
-        #: bypass the ASGI `send`: code that wraps `send` to see body messages clears it.
+        #: bypass the ASGI `send`: code that wraps `send` calls `send_wrapped()`.
         self.body_writer: Callable[[], BodyWriter | None] | None = None
         #: Whether the server can take a response now without waiting for the client (then
-        #: a whole response needs no write deadline); False when it cannot tell.
+        #: a whole response needs no write deadline); False when it cannot tell, or when `send`
+        #: is wrapped (the wrapper may wait before the server's own `send`).
         self.sends_at_once: Callable[[], bool] = _cannot_tell
         self.status = 0
         self.error_code: str | None = None
@@ -113,6 +114,13 @@ class RequestContext:
     def redact_bytes(self, data: bytes) -> bytes:
         """`data` without any configured secret."""
         return self.redactor.bytes(data)
+
+    def send_wrapped(self) -> None:
+        """The request's `send` is wrapped (a stream's log, a session's memory): every body
+        byte must go through it, and it may wait, so neither the server's direct writer nor
+        the shortcut past the write deadline applies."""
+        self.body_writer = None
+        self.sends_at_once = _cannot_tell
 
     def mark_first_byte(self) -> None:
         """The response's first byte is about to leave."""

@@ -72,7 +72,8 @@ async def open_stream(
 
     Once a stream has opened no attempt follows, and nothing of the request is kept: the plan
     (which holds `prepare`, and through it the client's request) is closed, and the upstream
-    call drops its body. A stream can stay open for minutes; its prompt can be megabytes."""
+    call drops its body and its source (a described provider's canonical request). A stream
+    can stay open for minutes; its prompt can be megabytes."""
     plan = _attempts(ctx, router, model, prepare, routing, clock, streaming=True)
     del prepare  # the plan's alone from here
     async with aclosing(plan) as attempts:
@@ -88,7 +89,7 @@ async def open_stream(
                     continue
                 attempt.succeed()
                 await plan.aclose()
-                attempt.call.body = b""
+                attempt.call.body, attempt.call.source = b"", None
                 yield attempt
                 return
 

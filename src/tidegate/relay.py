@@ -93,7 +93,7 @@ async def relay_stream(
     log = await _resumable(services, ctx, encoder, running)
     if log is not None:
         send = log.tee(send)
-        ctx.body_writer = None  # the log must see every write: none may bypass `send`
+        ctx.send_wrapped()  # the log must see every write
     keepalive = KeepAlive(ctx, encoder, send, config.routing)
     skip_end = False
     opened = False
@@ -143,7 +143,7 @@ async def relay_stream(
     tail = redactor.feed(tail) + redactor.flush()
     last: ResponseBody = {"type": "http.response.body", "body": tail, "more_body": False}
     try:
-        if log is None and ctx.sends_at_once():  # written at once: nothing to put a deadline on
+        if ctx.sends_at_once():  # written at once: there is nothing to put a deadline on
             await send(last)
         else:
             async with asyncio.timeout(config.limits.write_timeout):

@@ -54,6 +54,8 @@ class Exchange:
 
     def __init__(self, call: UpstreamCall, at: float):
         self.call = call
+        #: The body as sent (an open stream's call lets go of its own).
+        self.body = call.body
         self.sent_at = at
         self.answered_at: float | None = None
         self.status: int | None = None
@@ -205,9 +207,9 @@ def _report(
         for name, value in call.headers.items():
             shown = mask(value) if name.lower() in _SECRET_HEADERS else redact(value)
             lines.append(f"{name}: {shown}")
-        if call.body:
+        if ex.body:
             lines.append("")
-            lines.append(_body(call.body, redact))
+            lines.append(_body(ex.body, redact))
         lines.append("")
         if ex.status is None:
             lines.append(f"== {n}. no answer: {redact(ex.error or 'failed')}")

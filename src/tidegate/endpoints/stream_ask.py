@@ -133,6 +133,7 @@ async def serve_ask(
         call = ChatCall(
             model, stream, lambda: chat, exchange.encoder, exchange.render, dropped_for=namer
         )
+        ctx.send_wrapped()
         return await serve_chat(services, ctx, call, exchange.wrap(send))
     chat, _ = build_chat(fields, model, tasks, [])
     chat.session_id = workspace_session(ctx, chat.session_id)

@@ -187,6 +187,7 @@ async def _serve(
         log = StreamLog(services.state, running.id, settings.retention)
         encoder.stream_id, encoder.resume_token = running.id, await log.begin()
         send = log.tee(send)
+        ctx.send_wrapped()
         grace = settings.resume_grace or (DEFAULT_RESUME_GRACE if ctx.resumable else 0)
         if grace and ctx.watcher is not None:
             ctx.watcher.on_disconnect = keep_for_resume(services.state, running, grace)
