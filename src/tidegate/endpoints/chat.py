@@ -70,9 +70,9 @@ async def _serve_limited(
     """Serve a request of a key with limits: admitted (or 403/429) first, its lease ended
     however the request ends — success, error, disconnect, cancel, shutdown."""
     lease = ctx.lease = await services.limits.admit(identity, policy, call.model)
-    serving = _serve(services, ctx, call, send)
-    del call  # an open stream keeps nothing of the request (failover.open_stream)
     try:
+        serving = _serve(services, ctx, call, send)
+        del call  # an open stream keeps nothing of the request (failover.open_stream)
         await serving
         ctx.answered()
     finally:
