@@ -297,15 +297,15 @@ async def _test_every_value(store: Store) -> None:
     book = store.ledger
     count = 1300
     for i in range(count):
-        row = book.begin(
+        begun = book.begin(
             {"request_id": f"r{i}", "user": f"u{i % 3}", "key_name": "k", "endpoint": "/e",
              "model": "m"}
         )  # fmt: skip
-        book.finish(row, _done(input_tokens=i, estimated=i % 2 == 1, ttfb_ms=i / 4))
+        book.finish(begun, _done(input_tokens=i, estimated=i % 2 == 1, ttfb_ms=i / 4))
     late = [book.begin({"request_id": f"late{i}", "endpoint": "/e"}) for i in range(3)]
     await book.flush()
-    for i, row in enumerate(late):
-        book.finish(row, _done(status="error", http_status=502, error="upstream", cost=1.25 * i))
+    for i, row_id in enumerate(late):
+        book.finish(row_id, _done(status="error", http_status=502, error="upstream", cost=1.25 * i))
     await book.flush()
     async with store.engine.connect() as conn:
         rows = {r["request_id"]: r for r in (await conn.execute(select(usage))).mappings()}
