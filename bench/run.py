@@ -114,26 +114,22 @@ class Bench:
     def nginx(self) -> Proc:
         """nginx in front of the upstream (bench/nginx.py), started on first use."""
         if self._nginx is None:
-            cmd = [
-                sys.executable,
-                str(Path(__file__).parent / "nginx.py"),
-                "--upstream-port",
-                str(self.upstream.port),
-            ]
-            self._nginx = Proc(cmd, r"listening on (\d+)")
+            self._nginx = self._in_front("nginx.py")
         return self._nginx
 
     def relay(self) -> Proc:
         """The bare relay in front of the upstream (bench/relay.py), started on first use."""
         if self._relay is None:
-            cmd = [
-                sys.executable,
-                str(Path(__file__).parent / "relay.py"),
-                "--upstream-port",
-                str(self.upstream.port),
-            ]
-            self._relay = Proc(cmd, r"listening on (\d+)")
+            self._relay = self._in_front("relay.py")
         return self._relay
+
+    def _in_front(self, script: str) -> Proc:
+        """A baseline proxy script of bench/ started in front of the upstream."""
+        path = str(Path(__file__).parent / script)
+        return Proc(
+            [sys.executable, path, "--upstream-port", str(self.upstream.port)],
+            r"listening on (\d+)",
+        )
 
     def _shape_url(self, chunks: int, delay: int) -> str:
         return f"http://127.0.0.1:{self.upstream.port}/c{chunks}/d{delay}/v1/chat/completions"

@@ -28,11 +28,14 @@ from tidegate.store.tables import usage
 REDIS = os.environ.get("TIDEGATE_TEST_REDIS_URL")
 
 
-def with_store(tmp_path: Path, test: Callable[[Store], Awaitable[None]]) -> None:
-    """Run `test` on a new SQLite store, created and upgraded (the project's tests are sync)."""
+def with_store(
+    tmp_path: Path, test: Callable[[Store], Awaitable[None]], database: str | None = None
+) -> None:
+    """Run `test` on a store: a new SQLite one, created and upgraded, unless `database` names
+    another (the project's tests are sync)."""
 
     async def main() -> None:
-        store = Store(f"sqlite:///{tmp_path}/units.db", LedgerConfig(flush_rows=3))
+        store = Store(database or f"sqlite:///{tmp_path}/units.db", LedgerConfig(flush_rows=3))
         await store.open()
         try:
             await test(store)
@@ -277,20 +280,13 @@ async def _test_a_database_that_is_down_is_a_503_not_a_500(store: Store) -> None
     assert await keys.find(key_hash(b"static-key-1234")) is not None
 
 
-def test_the_ledger_writes_every_value_as_sqlalchemy_reads_it(database: str) -> None:
+def test_the_ledger_writes_every_value_as_sqlalchemy_reads_it(
+    tmp_path: Path, database: str
+) -> None:
     """Many rows begun and finished between two writes, and rows completed after they were
     written: every value reads back as it was queued (times, booleans, floats, NULLs), on
     SQLite and PostgreSQL."""
-
-    async def main() -> None:
-        store = Store(database, LedgerConfig())
-        await store.open()
-        try:
-            await _test_every_value(store)
-        finally:
-            await store.aclose()
-
-    asyncio.run(main())
+    with_store(tmp_path, _test_every_value, database)
 
 
 async def _test_every_value(store: Store) -> None:

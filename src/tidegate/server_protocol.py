@@ -126,10 +126,9 @@ class ConnectionCallbacks:
     def body_writer(self, scope: dict[str, Any]) -> CycleWriter | None:
         """A writer for the response of `scope`, if it is the connection's current one and a
         started chunked response still open."""
-        cycle = self._protocol.cycle if self._protocol is not None else None
+        cycle = self._current(scope)
         if (
             cycle is None
-            or cycle.scope is not scope
             or not cycle.response_started
             or not cycle.chunked_encoding
             or cycle.response_complete
@@ -151,6 +150,8 @@ class ConnectionCallbacks:
         return cycle is not None and not cycle.flow.write_paused and not cycle.disconnected
 
     def _current(self, scope: dict[str, Any]) -> Any:
+        """The connection's current cycle, if it is the one of `scope` (not a pipelined
+        request's, nor one after the connection was lost)."""
         cycle = self._protocol.cycle if self._protocol is not None else None
         return cycle if cycle is not None and cycle.scope is scope else None
 
